@@ -1,0 +1,147 @@
+"""Service settings, read once from the environment and `.env`."""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.utils.errors import ConfigError
+
+_PLACEHOLDER_MARKERS = ("changeme", "placeholder", "your-", "<", "xxx")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Infrastructure
+    database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/truffles"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    http_threads: int = 32
+    db_pool_size: int = 20
+    db_max_overflow: int = 20
+    db_pool_timeout_seconds: float = 5.0
+    redis_timeout_seconds: float = 2.0
+
+    # OpenAI (chat answers, optional LLM intent classification, optional embeddings)
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_timeout_seconds: float = 20.0
+    openai_max_tokens: int = 600
+    history_messages: int = 12
+
+    # ChatFlow (WhatsApp gateway). The token/instance here serve clients that have none of their own.
+    chatflow_url: str | None = None
+    chatflow_token: SecretStr | None = None
+    chatflow_instance_id: str | None = None
+    chatflow_timeout_seconds: float = 10.0
+
+    # Telegram Bot API
+    telegram_bot_token: SecretStr | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    telegram_webhook_secret: SecretStr | None = None
+    telegram_timeout_seconds: float = 10.0
+    alert_chat_id: int | None = None
+
+    # ElevenLabs speech-to-text
+    elevenlabs_api_key: SecretStr | None = None
+    elevenlabs_base_url: str = "https://api.elevenlabs.io"
+    elevenlabs_model: str = "scribe_v1"
+    elevenlabs_timeout_seconds: float = 30.0
+    # Hosts voice notes and files may be downloaded from (comma-separated); empty = the CHATFLOW_URL host
+    media_allowed_hosts: Annotated[list[str], NoDecode] = []
+    media_max_bytes: int = 20 * 1024 * 1024
+    media_max_seconds: int = 600
+
+    # Qdrant: embedded on QDRANT_PATH unless QDRANT_URL or QDRANT_HOST names a server
+    qdrant_url: str | None = None
+    qdrant_host: str | None = None
+    qdrant_port: int = 6333
+    qdrant_api_key: SecretStr | None = None
+    qdrant_path: Path = Path("./data/qdrant")
+    qdrant_collection: str = "knowledge"
+    qdrant_timeout_seconds: float = 5.0
+    embedding_provider: Literal["local", "openai"] = "local"
+    embedding_model: str = "text-embedding-3-small"
+    # Knowledge base. Server calls retry this many times in all; local calls wait at most
+    # qdrant_lock_timeout_seconds for the single embedded client (it serves one call at a time).
+    qdrant_retries: int = 3
+    qdrant_lock_timeout_seconds: float = 10.0
+    # OpenAI embeddings only: shorten vectors (text-embedding-3-*), None = the model's full size
+    embedding_dimensions: int | None = None
+    kb_chunk_chars: int = 700
+    kb_chunk_overlap_chars: int = 100
+    # Relevance floor for `relevant()` (see kb_service), tuned on bench/fixtures/kb for the bundled e5 model
+    # (python -m bench.retrieval_bench). Re-tune when EMBEDDING_PROVIDER changes.
+    kb_min_score: float = 0.85
+
+    # Application
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    debug: bool = False
+    admin_token: SecretStr | None = None
+    max_body_bytes: int = 256 * 1024
+
+    # Turn processing
+    buffer_wait_seconds: float = 5.0
+    buffer_max_wait_seconds: float = 20.0
+    worker_mode: Literal["inprocess", "off"] = "inprocess"
+    worker_threads: int = 8
+    worker_poll_ms: int = 20
+    turn_lock_seconds: int = 180
+    outbox_max_attempts: int = 6
+    maintenance_interval_seconds: float = 15.0
+
+    @field_validator("openai_base_url", "chatflow_url", "qdrant_url", "qdrant_host", "alert_chat_id", "chatflow_instance_id", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("media_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [host.strip().lower() for host in value.split(",") if host.strip()]
+        return value
+
+    @field_validator(
+        "openai_api_key",
+        "chatflow_token",
+        "telegram_bot_token",
+        "telegram_webhook_secret",
+        "elevenlabs_api_key",
+        "qdrant_api_key",
+        "admin_token",
+        mode="before",
+    )
+    @classmethod
+    def _placeholder_secret_is_none(cls, value: object) -> object:
+        """A blank or placeholder secret counts as not configured, so features fall back instead of failing late."""
+        if isinstance(value, str):
+            stripped = value.strip()
+            if not stripped or any(marker in stripped.lower() for marker in _PLACEHOLDER_MARKERS):
+                return None
+        return value
+
+    @property
+    def qdrant_is_server(self) -> bool:
+        return bool(self.qdrant_url or self.qdrant_host)
+
+    def require(self, name: str) -> str:
+        """Return a setting a feature cannot work without, or fail with one line naming the variable."""
+        value = getattr(self, name)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if value in (None, ""):
+            raise ConfigError(f"{name.upper()} is not set: set it in the environment or .env")
+        return str(value)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+settings = get_settings()

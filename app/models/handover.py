@@ -1,0 +1,52 @@
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, text
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, check_in, now_column, uuid_pk
+
+HANDOVER_STATUSES = ("pending", "active", "resolved", "bot_handling", "timeout")
+OPEN_HANDOVER_STATUSES = ("pending", "active")
+
+
+class Handover(Base):
+    """A request for a human manager to take a conversation over, and its lifecycle."""
+
+    __tablename__ = "handovers"
+    __table_args__ = (
+        CheckConstraint(check_in("status", HANDOVER_STATUSES), name="status"),
+        # At most one open handover per conversation, whatever races happen above.
+        Index(
+            "uq_handovers_open_per_conversation", "conversation_id", unique=True, postgresql_where=text("status IN ('pending', 'active')")
+        ),
+        Index("ix_handovers_status_activity", "status", "last_activity_at"),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    client_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("clients.id", ondelete="CASCADE"))
+    conversation_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("conversations.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    reason: Mapped[str] = mapped_column(String(32))
+    assigned_to: Mapped[str | None] = mapped_column(String(200))
+    assigned_to_id: Mapped[int | None] = mapped_column(BigInteger)
+    telegram_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    reminders_sent: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    created_at: Mapped[datetime] = now_column()
+    last_activity_at: Mapped[datetime] = now_column()
+    taken_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class HandoverEvent(Base):
+    """An action on a handover (take, skip, resolve, reminder, ...), kept for statistics and audit."""
+
+    __tablename__ = "handover_events"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    handover_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("handovers.id", ondelete="CASCADE"), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    actor_id: Mapped[int | None] = mapped_column(BigInteger)
+    actor_name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = now_column()

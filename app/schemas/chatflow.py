@@ -1,0 +1,145 @@
+"""The ChatFlow webhook payload, accepted flat or wrapped in {"body": {...}}."""
+
+import re
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_JID_DIGITS = re.compile(r"^\+?(\d{5,20})(?::\d+)?@")
+GROUP_OR_BROADCAST_SUFFIXES = ("@g.us", "@broadcast", "@newsletter")
+
+# ChatFlow and the WhatsApp libraries behind it name the same kinds in several ways.
+_TYPE_ALIASES = {
+    "text": "text",
+    "chat": "text",
+    "conversation": "text",
+    "extendedtextmessage": "text",
+    "audio": "audio",
+    "ptt": "audio",
+    "voice": "audio",
+    "audiomessage": "audio",
+    "image": "image",
+    "imagemessage": "image",
+    "video": "video",
+    "videomessage": "video",
+    "document": "document",
+    "documentmessage": "document",
+    "documentwithcaptionmessage": "document",
+    "file": "document",
+    "sticker": "sticker",
+    "stickermessage": "sticker",
+    "location": "location",
+    "locationmessage": "location",
+    "livelocationmessage": "location",
+    "contact": "contact",
+    "vcard": "contact",
+    "contactmessage": "contact",
+    "contactsarraymessage": "contact",
+    "reaction": "reaction",
+    "reactionmessage": "reaction",
+}
+
+
+class ChatFlowMetadata(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    message_id: str = Field(validation_alias=AliasChoices("messageId", "message_id", "id"), min_length=1, max_length=200)
+    remote_jid: str = Field(validation_alias=AliasChoices("remoteJid", "remote_jid", "jid"), min_length=3, max_length=100)
+    sender: str | None = Field(default=None, max_length=200)
+    timestamp: int | None = None
+    instance_id: str | None = Field(default=None, validation_alias=AliasChoices("instanceId", "instance_id"))
+    from_me: bool = Field(default=False, validation_alias=AliasChoices("fromMe", "from_me"))
+
+    @field_validator("sender", mode="before")
+    @classmethod
+    def _sender_text(cls, value: Any) -> Any:
+        return str(value)[:200] if value is not None and not isinstance(value, str) else value
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _lenient_timestamp(cls, value: Any) -> Any:
+        # A malformed timestamp is not worth losing a customer's message over.
+        try:
+            return int(value) if value not in (None, "") else None
+        except (TypeError, ValueError):
+            return None
+
+
+class ChatFlowMedia(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    url: str | None = None
+    mimetype: str | None = None
+    fileName: str | None = None
+    caption: str | None = None
+    base64: str | None = None
+    ptt: bool | None = None
+    seconds: float | None = None
+    size: int | None = None
+
+
+class ChatFlowWebhook(BaseModel):
+    """One customer (or business) message as ChatFlow delivers it."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    message_type: str = Field(default="text", validation_alias=AliasChoices("messageType", "message_type", "type"))
+    message: str = ""
+    metadata: ChatFlowMetadata
+    media: ChatFlowMedia | None = Field(default=None, validation_alias=AliasChoices("mediaData", "media_data", "media"))
+    from_me_top: bool = Field(default=False, validation_alias=AliasChoices("fromMe", "from_me"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unwrap_body(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "metadata" not in data and isinstance(data.get("body"), dict):
+            return data["body"]
+        return data
+
+    @field_validator("message", mode="before")
+    @classmethod
+    def _message_text(cls, value: Any) -> Any:
+        if value is None:
+            return ""
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @field_validator("message_type", mode="before")
+    @classmethod
+    def _normalise_type(cls, value: Any) -> str:
+        key = str(value or "text").strip().lower().replace("_", "")
+        return _TYPE_ALIASES.get(key, "other")
+
+    @model_validator(mode="after")
+    def _has_content(self) -> "ChatFlowWebhook":
+        if self.message_type == "text" and not self.message.strip():
+            raise ValueError("message is empty: a text message needs non-blank 'message'")
+        return self
+
+    @property
+    def from_me(self) -> bool:
+        return self.metadata.from_me or self.from_me_top
+
+    @property
+    def is_group_or_broadcast(self) -> bool:
+        jid = self.metadata.remote_jid.lower()
+        return jid.endswith(GROUP_OR_BROADCAST_SUFFIXES) or jid.startswith("status@")
+
+    @property
+    def phone(self) -> str | None:
+        """The customer's phone digits from the JID, or None when the JID carries no number."""
+        match = _JID_DIGITS.match(self.metadata.remote_jid)
+        return match.group(1) if match else None
+
+    @property
+    def text(self) -> str:
+        """What the customer wrote: the message, or the caption of a media message."""
+        if self.message.strip():
+            return self.message
+        return (self.media.caption or "") if self.media else ""
+
+
+class WebhookAck(BaseModel):
+    status: str = "ok"
+    reason: str | None = None

@@ -1,0 +1,52 @@
+"""Domain exceptions. Services raise these; one handler in main.py turns them into responses."""
+
+
+class TrufflesError(Exception):
+    """Base for errors a caller can act on; carries the HTTP status it maps to."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(TrufflesError):
+    status_code = 503
+    code = "not_configured"
+
+
+class NotFound(TrufflesError):
+    status_code = 404
+    code = "not_found"
+
+
+class Unauthorized(TrufflesError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class BadRequest(TrufflesError):
+    status_code = 422
+    code = "invalid_payload"
+
+
+class PayloadTooLarge(TrufflesError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class ServiceUnavailable(TrufflesError):
+    status_code = 503
+    code = "unavailable"
+
+
+class ExternalServiceError(Exception):
+    """An external system (OpenAI, ChatFlow, Telegram, ElevenLabs, Qdrant) failed after its retries."""
+
+    def __init__(self, service: str, message: str, *, retryable: bool = True) -> None:
+        super().__init__(f"{service}: {message}")
+        self.service = service
+        self.message = message
+        self.retryable = retryable
