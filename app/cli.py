@@ -1,0 +1,269 @@
+"""Operator commands: `python -m app.cli --help`."""
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import requests
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
+
+from app.config import settings
+from app.db import session_scope
+from app.models import Client, Conversation, Message, User
+from app.services import client_service
+from app.utils.errors import ConfigError, TrufflesError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _client_fields(args: argparse.Namespace) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "name": getattr(args, "name", None),
+        "chatflow_token": args.chatflow_token,
+        "chatflow_instance_id": args.chatflow_instance,
+        "telegram_chat_id": args.telegram_chat_id,
+        "telegram_bot_token": args.telegram_bot_token,
+        "webhook_secret": args.webhook_secret,
+    }
+    if args.prompt_file:
+        fields["prompt"] = Path(args.prompt_file).read_text(encoding="utf-8")
+    if args.generate_secret:
+        fields["webhook_secret"] = client_service.new_webhook_secret()
+    if args.set:
+        fields["settings"] = dict(_parse_setting(item) for item in args.set)
+    return fields
+
+
+def _parse_setting(item: str) -> tuple[str, Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise TrufflesError(f"--set expects key=value, got '{item}'")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def _describe(client: Client) -> dict[str, Any]:
+    return {
+        "slug": client.slug,
+        "name": client.name,
+        "active": client.is_active,
+        "webhook": f"/webhook/{client.slug}",
+        "webhook_secret": "set" if client.webhook_secret else "none",
+        "chatflow": "own" if client.chatflow_token else "default",
+        "telegram_chat_id": client.telegram_chat_id,
+        "telegram_bot": "own" if client.telegram_bot_token else "default",
+        "prompt_chars": len(client.prompt or ""),
+        "settings": client_service.settings_of(client).model_dump(),
+    }
+
+
+def cmd_client_create(args: argparse.Namespace) -> int:
+    with session_scope() as session:
+        client = client_service.create(session, slug=args.slug, **_client_fields(args))
+        out = _describe(client)
+        secret = client.webhook_secret if args.generate_secret else None
+    print(json.dumps(out, ensure_ascii=False, indent=2))
+    if secret:
+        print(f"webhook secret (shown once, configure it in ChatFlow as X-Webhook-Secret): {secret}")
+    return 0
+
+
+def cmd_client_update(args: argparse.Namespace) -> int:
+    fields = _client_fields(args)
+    if args.active is not None:
+        fields["is_active"] = args.active
+    with session_scope() as session:
+        client = client_service.update(session, slug=args.slug, **fields)
+        out = _describe(client)
+        secret = client.webhook_secret if args.generate_secret else None
+    print(json.dumps(out, ensure_ascii=False, indent=2))
+    if secret:
+        print(f"new webhook secret: {secret}")
+    return 0
+
+
+def cmd_client_list(args: argparse.Namespace) -> int:
+    with session_scope() as session:
+        rows = [_describe(c) for c in client_service.list_all(session)]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    if not rows:
+        print("no clients yet: python -m app.cli client create --slug SLUG --name NAME")
+    for row in rows:
+        state = "active" if row["active"] else "inactive"
+        print(f"{row['slug']:<20} {row['name']:<30} {state:<8} chatflow={row['chatflow']} telegram_chat={row['telegram_chat_id']}")
+    return 0
+
+
+def cmd_client_show(args: argparse.Namespace) -> int:
+    with session_scope() as session:
+        print(json.dumps(_describe(client_service.get_by_slug(session, args.slug)), ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Post a customer message to the running service and print what the customer would receive."""
+    phone = "".join(ch for ch in args.phone if ch.isdigit())
+    message_id = f"SIM{uuid.uuid4().hex[:16].upper()}"
+    payload = {
+        "messageType": "text",
+        "message": args.text,
+        "metadata": {"sender": args.name, "timestamp": int(time.time()), "messageId": message_id, "remoteJid": f"{phone}@s.whatsapp.net"},
+        "mediaData": None,
+    }
+    with session_scope() as session:
+        client = client_service.get_by_slug(session, args.client)
+        headers = {"X-Webhook-Secret": client.webhook_secret} if client.webhook_secret else {}
+    started = time.time()
+    try:
+        response = requests.post(f"{args.url.rstrip('/')}/webhook/{args.client}", json=payload, headers=headers, timeout=10)
+    except requests.RequestException as exc:
+        print(f"service not reachable at {args.url}: {type(exc).__name__}", file=sys.stderr)
+        return 2
+    print(f"webhook: HTTP {response.status_code} {response.text} ({(time.time() - started) * 1000:.0f} ms)")
+    if response.status_code != 200:
+        return 1
+    reply = _wait_for_reply(args.client, phone, message_id, timeout=args.timeout)
+    if reply is None:
+        print(f"no reply within {args.timeout:.0f} s (the bot may be muted or the conversation handed to a manager)")
+        return 1
+    print(f"reply ({reply.status}, {(time.time() - started):.1f} s):\n{reply.content}")
+    return 0
+
+
+def _wait_for_reply(slug: str, phone: str, message_id: str, *, timeout: float) -> Message | None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with session_scope() as session:
+            asked = session.scalar(
+                select(Message).join(Client, Client.id == Message.client_id).where(Client.slug == slug, Message.external_id == message_id)
+            )
+            if asked is not None and asked.turn_id is not None and asked.status == "processed":
+                reply = session.scalar(
+                    select(Message)
+                    .join(Conversation, Conversation.id == Message.conversation_id)
+                    .join(User, User.id == Conversation.user_id)
+                    .where(User.phone == phone, Message.role == "assistant", Message.turn_id == asked.turn_id)
+                )
+                if reply is not None:
+                    return reply
+                return None
+        time.sleep(0.3)
+    return None
+
+
+def cmd_db_init(args: argparse.Namespace) -> int:
+    """Create the database if it does not exist, then apply every migration."""
+    url = make_url(settings.database_url)
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        exists = connection.scalar(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database})
+        if not exists:
+            connection.execute(text(f'CREATE DATABASE "{url.database}"'))
+            print(f"created database {url.database}")
+    admin.dispose()
+    command.upgrade(Config(str(Path(__file__).resolve().parent.parent / "alembic.ini")), "head")
+    print("schema is up to date")
+    return 0
+
+
+DEMO_PROMPT = (
+    "Ты — ассистент салона красоты «Лотос» в Алматы. Отвечаешь клиентам в WhatsApp вежливо и коротко, "
+    "помогаешь узнать цены, время работы и записаться."
+)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Create (or refresh) the demo client used by scripts/start.sh."""
+    fields: dict[str, Any] = {"name": "Салон «Лотос» (demo)", "prompt": DEMO_PROMPT}
+    if args.chatflow_token:
+        fields.update(chatflow_token=args.chatflow_token, chatflow_instance_id=args.chatflow_instance)
+    with session_scope() as session:
+        exists = session.scalar(select(Client.id).where(Client.slug == "demo")) is not None
+        if exists:
+            client_service.update(session, slug="demo", **fields)
+        else:
+            client_service.create(session, slug="demo", **fields)
+    print("demo client ready: POST /webhook/demo")
+    return 0
+
+
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompt-file", help="file with the system prompt for this client")
+    parser.add_argument("--chatflow-token")
+    parser.add_argument("--chatflow-instance")
+    parser.add_argument("--telegram-chat-id", type=int)
+    parser.add_argument("--telegram-bot-token")
+    parser.add_argument("--webhook-secret", help="shared secret ChatFlow sends as X-Webhook-Secret")
+    parser.add_argument("--generate-secret", action="store_true", help="generate a webhook secret and print it once")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="a per-client setting, e.g. --set mute_minutes_first=30")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app.cli", description="Truffles operator commands")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    client = sub.add_parser("client", help="create, update and list clients").add_subparsers(dest="action", required=True)
+    create = client.add_parser("create", help="create a client")
+    create.add_argument("--slug", required=True)
+    create.add_argument("--name", required=True)
+    _add_client_options(create)
+    create.set_defaults(func=cmd_client_create)
+    upd = client.add_parser("update", help="change a client's fields or settings")
+    upd.add_argument("--slug", required=True)
+    upd.add_argument("--name")
+    upd.add_argument("--active", action=argparse.BooleanOptionalAction, default=None)
+    _add_client_options(upd)
+    upd.set_defaults(func=cmd_client_update)
+    lst = client.add_parser("list", help="list clients")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=cmd_client_list)
+    show = client.add_parser("show", help="show one client")
+    show.add_argument("--slug", required=True)
+    show.set_defaults(func=cmd_client_show)
+
+    db = sub.add_parser("db", help="database set-up").add_subparsers(dest="action", required=True)
+    db.add_parser("init", help="create the database if missing and apply migrations").set_defaults(func=cmd_db_init)
+
+    demo = sub.add_parser("demo", help="create the demo client")
+    demo.add_argument("--chatflow-token")
+    demo.add_argument("--chatflow-instance", default="demo")
+    demo.set_defaults(func=cmd_demo)
+
+    sim = sub.add_parser("simulate", help="send a customer message to the running service and print the reply")
+    sim.add_argument("--client", required=True)
+    sim.add_argument("--phone", required=True)
+    sim.add_argument("--name", default="Test customer")
+    sim.add_argument("--url", default="http://127.0.0.1:8000")
+    sim.add_argument("--timeout", type=float, default=60.0)
+    sim.add_argument("text")
+    sim.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (TrufflesError, ConfigError) as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

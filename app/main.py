@@ -1,0 +1,154 @@
+"""The FastAPI application: routers, error handlers, and the in-process worker's lifecycle."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+import dramatiq
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import worker
+from app.config import settings
+from app.routers import health, webhook
+from app.services.maintenance_service import Maintenance
+from app.utils.errors import TrufflesError
+from app.utils.logging import setup_logging
+
+logger = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    setup_logging(settings.log_level, settings.log_format)
+    # Sync routes run in this thread pool; the DB pool is sized to it plus the workers.
+    anyio.to_thread.current_default_thread_limiter().total_tokens = settings.http_threads
+    dramatiq_worker = None
+    maintenance = None
+    if settings.worker_mode == "inprocess":
+        dramatiq_worker = dramatiq.Worker(worker.broker, worker_threads=settings.worker_threads, worker_timeout=settings.worker_poll_ms)
+        dramatiq_worker.start()
+        maintenance = Maintenance(settings.maintenance_interval_seconds)
+        maintenance.start()
+    logger.info("app.started", extra={"worker_mode": settings.worker_mode, "worker_threads": settings.worker_threads})
+    try:
+        yield
+    finally:
+        if maintenance is not None:
+            maintenance.stop()
+        if dramatiq_worker is not None:
+            dramatiq_worker.stop(timeout=10_000)
+        logger.info("app.stopped")
+
+
+class BodySizeLimit:
+    """Reject oversize request bodies before they are read into memory (413)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await _too_large(send)
+                return
+        received = 0
+        too_large = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    too_large = True
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await _too_large(send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send) -> None:
+    body = b'{"detail":"request body too large"}'
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _validation_reason(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{location}: {message}" if location else message)
+    return "; ".join(parts) or "invalid request"
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="Truffles",
+        lifespan=lifespan,
+        docs_url="/docs" if settings.debug else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.debug else None,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(webhook.router)
+    app.include_router(health.router)
+
+    @app.exception_handler(TrufflesError)
+    async def domain_error(request: Request, exc: TrufflesError) -> JSONResponse:
+        level = logging.ERROR if exc.status_code >= 500 else logging.INFO
+        logger.log(
+            level,
+            "request.rejected",
+            extra={"path": request.url.path, "status_code": exc.status_code, "code": exc.code, "reason": exc.message},
+        )
+        return JSONResponse(status_code=exc.status_code, content={"detail": exc.message, "code": exc.code})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_payload(request: Request, exc: RequestValidationError) -> JSONResponse:
+        reason = _validation_reason(exc)
+        logger.info("request.invalid", extra={"path": request.url.path, "reason": reason})
+        return JSONResponse(status_code=422, content={"detail": reason, "code": "invalid_payload"})
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(InterfaceError)
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # The gateway retries on 5xx, and nothing was half-written: each write is one transaction.
+        logger.critical("db.unavailable", extra={"path": request.url.path, "error_type": type(exc).__name__})
+        return JSONResponse(
+            status_code=503, content={"detail": "database unavailable, retry later", "code": "unavailable"}, headers={"Retry-After": "5"}
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("request.crashed", extra={"path": request.url.path, "error_type": type(exc).__name__})
+        return JSONResponse(status_code=500, content={"detail": "internal error", "code": "internal_error"})
+
+    return app
+
+
+app = create_app()

@@ -1,0 +1,55 @@
+"""Dependency checks for /health, each bounded by a short timeout."""
+
+import logging
+
+from sqlalchemy import text
+
+from app import queue
+from app.db import engine
+from app.redis_client import redis_client
+
+logger = logging.getLogger(__name__)
+
+
+def check_db() -> str:
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SET LOCAL statement_timeout = 2000"))
+            connection.execute(text("SELECT 1"))
+        return "ok"
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+
+
+def check_redis() -> str:
+    try:
+        redis_client.ping()
+        return "ok"
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+
+
+def check_qdrant() -> str:
+    try:
+        from app.services import qdrant_service
+    except ImportError:
+        return "not_configured"
+    try:
+        return "ok" if qdrant_service.ping() else "error: unreachable"
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+
+
+def queue_backlog() -> int | None:
+    try:
+        return queue.backlog()
+    except Exception:
+        return None
+
+
+def run_checks() -> dict[str, object]:
+    checks = {"db": check_db(), "redis": check_redis(), "qdrant": check_qdrant()}
+    status = "ok" if all(v in ("ok", "not_configured") for v in checks.values()) else "degraded"
+    if status != "ok":
+        logger.critical("health.failed", extra=checks)
+    return {"status": status, **checks, "queue_backlog": queue_backlog()}

@@ -1,0 +1,87 @@
+"""Periodic safety net: re-drive turns and sends whose jobs were lost (Redis outage, a killed process)."""
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+import redis
+from sqlalchemy import func, select, update
+
+from app.config import settings
+from app.db import session_scope
+from app.models import Message
+from app.redis_client import redis_client
+from app.services import buffer_service, outbox_service
+
+logger = logging.getLogger(__name__)
+
+_GRACE = timedelta(seconds=10)
+# Extra tasks registered by other services (handover reminders, alert checks), run on every tick.
+tasks: list[tuple[str, Callable[[], object]]] = []
+
+
+def redrive_turns(limit: int = 500) -> int:
+    """Schedule turns whose messages wait too long, and release turns whose worker died mid-way."""
+    stale_claim = timedelta(seconds=settings.turn_lock_seconds) + _GRACE
+    overdue = timedelta(seconds=settings.buffer_max_wait_seconds) + _GRACE
+    with session_scope() as session:
+        session.execute(
+            update(Message)
+            .where(Message.status == "processing", Message.claimed_at < func.now() - stale_claim)
+            .values(status="received", turn_id=None, claimed_at=None)
+        )
+        conversation_ids = list(
+            session.scalars(
+                select(Message.conversation_id)
+                .where(Message.status == "received", Message.created_at < func.now() - overdue)
+                .group_by(Message.conversation_id)
+                .limit(limit)
+            )
+        )
+    for conversation_id in conversation_ids:
+        buffer_service.enqueue_turn(conversation_id)
+    if conversation_ids:
+        logger.warning("maintenance.turns_redriven", extra={"count": len(conversation_ids)})
+    return len(conversation_ids)
+
+
+def tick() -> None:
+    """One pass of every periodic task; each failure is logged and the others still run."""
+    for name, fn in [("turns", redrive_turns), ("outbox", outbox_service.redrive), *tasks]:
+        try:
+            fn()
+        except Exception as exc:
+            logger.error("maintenance.task_failed", extra={"task": name, "error_type": type(exc).__name__, "error": str(exc)[:300]})
+
+
+class Maintenance:
+    """Runs tick() every interval in a daemon thread; with several processes only one ticks at a time."""
+
+    def __init__(self, interval_seconds: float) -> None:
+        self.interval = interval_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="maintenance", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                lock = redis_client.lock("lock:maintenance", timeout=max(30, int(self.interval * 4)), blocking=False)
+                if not lock.acquire():
+                    continue
+            except redis.RedisError:
+                lock = None  # without Redis nothing can be queued, but the other tasks (alerts) still run
+            try:
+                tick()
+            finally:
+                if lock is not None:
+                    with contextlib.suppress(redis.RedisError):
+                        lock.release()

@@ -1,0 +1,268 @@
+"""The outbox: every message to a messenger is a row first, then delivered, retried with backoff, and
+given up on loudly. A reply is written once (dedup_key) and each of its parts is delivered once."""
+
+import contextlib
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+from sqlalchemy import or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from app import queue
+from app.config import settings
+from app.db import session_scope
+from app.models import Client, Conversation, Message, OutboxItem, User
+from app.redis_client import redis_client
+from app.services import whatsapp_service
+from app.utils.errors import ConfigError, ExternalServiceError
+
+logger = logging.getLogger(__name__)
+
+DELIVER_OUTBOX = "deliver_outbox"
+_LEASE = timedelta(seconds=90)
+_BACKOFF_SECONDS = (5, 20, 60, 180, 600, 1800)
+_ECHO_TTL_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Everything a handler needs to deliver one outbox item, read in a short transaction."""
+
+    id: uuid.UUID
+    channel: str
+    kind: str
+    payload: dict[str, Any]
+    result: dict[str, Any]
+    attempts: int
+    client: Client
+    phone: str | None
+    conversation_id: uuid.UUID | None
+
+
+# (channel, kind) -> handler(delivery, save_progress) -> result dict
+Handler = Callable[[Delivery, Callable[[dict[str, Any]], None]], dict[str, Any]]
+_handlers: dict[tuple[str, str], Handler] = {}
+# Called with (delivery, error) when an item is given up on; the alerting side registers here.
+gave_up_listeners: list[Callable[[Delivery, str], None]] = []
+
+
+def handler(channel: str, kind: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        _handlers[(channel, kind)] = fn
+        return fn
+
+    return register
+
+
+def add(
+    session: Session,
+    *,
+    client_id: uuid.UUID,
+    conversation_id: uuid.UUID | None,
+    channel: str,
+    kind: str,
+    payload: dict[str, Any],
+    dedup_key: str | None = None,
+    message_id: uuid.UUID | None = None,
+) -> uuid.UUID:
+    """Write an item in the caller's transaction; the same dedup_key is written only once."""
+    stmt = (
+        insert(OutboxItem)
+        .values(
+            client_id=client_id,
+            conversation_id=conversation_id,
+            channel=channel,
+            kind=kind,
+            payload=payload,
+            dedup_key=dedup_key,
+            message_id=message_id,
+        )
+        .on_conflict_do_nothing(index_elements=["dedup_key"])
+        .returning(OutboxItem.id)
+    )
+    item_id = session.scalar(stmt)
+    if item_id is None:
+        item_id = session.scalar(select(OutboxItem.id).where(OutboxItem.dedup_key == dedup_key))
+    assert item_id is not None
+    return item_id
+
+
+def deliver(item_id: uuid.UUID) -> str:
+    """Try to deliver one item now: 'sent', 'retry', 'failed' or 'skipped' (not due or taken by another)."""
+    delivery = _claim(item_id)
+    if delivery is None:
+        return "skipped"
+    fn = _handlers.get((delivery.channel, delivery.kind))
+    try:
+        if fn is None:
+            raise ConfigError(f"no handler for outbox {delivery.channel}/{delivery.kind}")
+        result = fn(delivery, lambda progress: _save_progress(delivery.id, progress))
+    except (ExternalServiceError, ConfigError) as exc:
+        retryable = isinstance(exc, ExternalServiceError) and exc.retryable
+        return _failed(delivery, str(exc), retryable=retryable)
+    except Exception as exc:  # a bug in a handler must not wedge the item in 'sending'
+        logger.exception("outbox.handler_crashed", extra={"outbox_id": str(item_id), "kind": delivery.kind})
+        return _failed(delivery, f"{type(exc).__name__}: {exc}", retryable=True)
+    with session_scope() as session:
+        item = session.get(OutboxItem, delivery.id)
+        assert item is not None
+        item.status, item.sent_at, item.locked_until, item.result, item.last_error = "sent", _now(session), None, result, None
+        if item.message_id:
+            session.execute(update(Message).where(Message.id == item.message_id).values(status="sent"))
+    logger.info(
+        "outbox.sent", extra={"outbox_id": str(item_id), "channel": delivery.channel, "kind": delivery.kind, "attempt": delivery.attempts}
+    )
+    return "sent"
+
+
+def redrive(limit: int = 200) -> int:
+    """Re-queue items that are due (a retry whose job was lost, or a sender that died mid-send)."""
+    with session_scope() as session:
+        ids = list(
+            session.scalars(
+                select(OutboxItem.id)
+                .where(
+                    or_(
+                        (OutboxItem.status == "pending") & (OutboxItem.next_attempt_at <= text("now() - interval '5 seconds'")),
+                        (OutboxItem.status == "sending") & (OutboxItem.locked_until < text("now()")),
+                    )
+                )
+                .order_by(OutboxItem.created_at)
+                .limit(limit)
+            )
+        )
+    for item_id in ids:
+        queue.enqueue(DELIVER_OUTBOX, str(item_id))
+    return len(ids)
+
+
+def _now(session: Session) -> datetime:
+    return session.scalar(select(text("now()")))  # type: ignore[return-value]
+
+
+def _claim(item_id: uuid.UUID) -> Delivery | None:
+    with session_scope() as session:
+        now = _now(session)
+        item = session.scalar(
+            update(OutboxItem)
+            .where(
+                OutboxItem.id == item_id,
+                or_(
+                    (OutboxItem.status == "pending") & (OutboxItem.next_attempt_at <= now),
+                    (OutboxItem.status == "sending") & (OutboxItem.locked_until < now),
+                ),
+            )
+            .values(status="sending", attempts=OutboxItem.attempts + 1, locked_until=now + _LEASE)
+            .returning(OutboxItem)
+        )
+        if item is None:
+            return None
+        client = session.get(Client, item.client_id)
+        assert client is not None
+        phone = None
+        if item.conversation_id:
+            phone = session.scalar(
+                select(User.phone).join(Conversation, Conversation.user_id == User.id).where(Conversation.id == item.conversation_id)
+            )
+        session.expunge(client)
+        return Delivery(
+            item.id,
+            item.channel,
+            item.kind,
+            dict(item.payload),
+            dict(item.result or {}),
+            item.attempts,
+            client,
+            phone,
+            item.conversation_id,
+        )
+
+
+def _save_progress(item_id: uuid.UUID, progress: dict[str, Any]) -> None:
+    with session_scope() as session:
+        session.execute(update(OutboxItem).where(OutboxItem.id == item_id).values(result=progress))
+
+
+def _failed(delivery: Delivery, error: str, *, retryable: bool) -> str:
+    give_up = not retryable or delivery.attempts >= settings.outbox_max_attempts
+    delay = _BACKOFF_SECONDS[min(delivery.attempts - 1, len(_BACKOFF_SECONDS) - 1)]
+    with session_scope() as session:
+        item = session.get(OutboxItem, delivery.id)
+        assert item is not None
+        item.last_error, item.locked_until = error[:1000], None
+        if give_up:
+            item.status = "failed"
+            if item.message_id:
+                session.execute(update(Message).where(Message.id == item.message_id).values(status="failed"))
+        else:
+            item.status = "pending"
+            item.next_attempt_at = _now(session) + timedelta(seconds=delay)
+    extra = {
+        "outbox_id": str(delivery.id),
+        "channel": delivery.channel,
+        "kind": delivery.kind,
+        "attempt": delivery.attempts,
+        "error": error[:300],
+    }
+    if give_up:
+        logger.error("outbox.gave_up", extra={**extra, "conversation_id": str(delivery.conversation_id), "client": delivery.client.slug})
+        for listener in gave_up_listeners:
+            try:
+                listener(delivery, error)
+            except Exception:
+                logger.exception("outbox.listener_failed", extra={"outbox_id": str(delivery.id)})
+        return "failed"
+    logger.warning("outbox.retry_scheduled", extra={**extra, "delay_seconds": delay})
+    # Without Redis the maintenance sweep re-drives due items.
+    with contextlib.suppress(redis.RedisError):
+        queue.enqueue(DELIVER_OUTBOX, str(delivery.id), delay_seconds=delay)
+    return "retry"
+
+
+def remember_echo(client_id: uuid.UUID, phone: str, text: str, message_id: str | None) -> None:
+    """Note what we sent, so the gateway's echo of it is recognised and never answered."""
+    try:
+        pipe = redis_client.pipeline(transaction=False)
+        pipe.set(f"echo:{client_id}:{phone}:{_digest(text)}", 1, ex=600)
+        if message_id:
+            pipe.set(f"echo:{client_id}:id:{message_id}", 1, ex=_ECHO_TTL_SECONDS)
+        pipe.execute()
+    except redis.RedisError:
+        logger.warning("outbox.echo_not_recorded", extra={"client_id": str(client_id)})
+
+
+def is_echo(client_id: uuid.UUID, phone: str, text: str, message_id: str) -> bool:
+    """Whether a fromMe message is the gateway echoing one of our own sends."""
+    try:
+        found = redis_client.exists(f"echo:{client_id}:id:{message_id}", f"echo:{client_id}:{phone}:{_digest(text)}")
+        return bool(found)
+    except redis.RedisError:
+        return False
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.strip().encode()).hexdigest()[:16]
+
+
+@handler("whatsapp", "text")
+def _deliver_whatsapp_text(delivery: Delivery, save_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Send the parts in order, recording each, so a retry resumes after the last part delivered."""
+    phone = delivery.payload.get("phone") or delivery.phone
+    if not phone:
+        raise ConfigError("outbox item has no phone to send to")
+    creds = whatsapp_service.credentials_for(delivery.client)
+    sent_ids: list[str | None] = list(delivery.result.get("message_ids", []))
+    parts: list[str] = delivery.payload["parts"]
+    for part in parts[len(sent_ids) :]:
+        message_id = whatsapp_service.send_text(creds=creds, phone=phone, text=part)
+        remember_echo(delivery.client.id, phone, part, message_id)
+        sent_ids.append(message_id)
+        save_progress({"message_ids": sent_ids})
+    return {"message_ids": sent_ids}

@@ -1,0 +1,24 @@
+"""Job-queue actors. Runs inside the API process by default; `dramatiq app.worker` runs more workers."""
+
+import uuid
+
+import dramatiq
+
+from app.config import settings
+from app.queue import QUEUE, broker
+from app.services import message_service, outbox_service
+from app.utils.logging import setup_logging
+
+setup_logging(settings.log_level, settings.log_format)
+
+__all__ = ["broker", "deliver_outbox", "process_turn"]
+
+
+@dramatiq.actor(actor_name="process_turn", queue_name=QUEUE, max_retries=5, min_backoff=1_000, max_backoff=30_000, time_limit=300_000)
+def process_turn(conversation_id: str) -> None:
+    message_service.process_turn(uuid.UUID(conversation_id))
+
+
+@dramatiq.actor(actor_name="deliver_outbox", queue_name=QUEUE, max_retries=3, min_backoff=1_000, max_backoff=30_000, time_limit=120_000)
+def deliver_outbox(item_id: str) -> None:
+    outbox_service.deliver(uuid.UUID(item_id))
