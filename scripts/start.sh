@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install everything, prepare the database, create the demo client and start the service on :8000.
+# Without CHATFLOW_URL in the environment or .env, local fakes of ChatFlow and Telegram stand in for
+# the real gateways, so a reply "sent to WhatsApp" can be seen without touching a real phone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install.sh
+scripts/ensure-services.sh
+PY=.venv/bin/python
+PORT=${PORT:-8000}
+
+$PY -m app.cli db init
+configured=$($PY -c 'from app.config import settings; print("yes" if settings.chatflow_url else "")')
+if [ -z "$configured" ]; then
+  echo "CHATFLOW_URL is not set: starting local fakes of ChatFlow, Telegram, OpenAI-compatible and ElevenLabs APIs"
+  $PY -m fakes --openai-port 18001 --chatflow-port 18002 --telegram-port 18003 --elevenlabs-port 18004 &
+  fakes_pid=$!
+  trap 'kill $fakes_pid 2>/dev/null || true' EXIT
+  export CHATFLOW_URL=http://127.0.0.1:18002/api/v1/send-text
+  export TELEGRAM_API_URL=http://127.0.0.1:18003
+  export ELEVENLABS_BASE_URL=http://127.0.0.1:18004
+  export MEDIA_ALLOWED_HOSTS=127.0.0.1
+  $PY -m app.cli demo --chatflow-token demo-local-fake
+else
+  $PY -m app.cli demo
+fi
+
+echo "service: http://127.0.0.1:$PORT  (health: /health)"
+echo "try it:  .venv/bin/python -m app.cli simulate --client demo --phone 77010000001 \"Сколько стоит маникюр?\""
+$PY -m uvicorn app.main:app --host 127.0.0.1 --port "$PORT" --loop uvloop --http httptools

@@ -1,0 +1,137 @@
+"""Test set-up: a fresh PostgreSQL database built by the migrations, a Redis database of its own, the real
+app with its in-process worker, and local fakes of OpenAI, ChatFlow, Telegram and ElevenLabs."""
+
+import os
+import tempfile
+
+# Settings are read once at import: point them at test resources before anything from app is imported.
+_TEST_DB = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/truffles_test")
+os.environ.update(
+    {
+        "DATABASE_URL": _TEST_DB,
+        "REDIS_URL": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
+        "OPENAI_API_KEY": "",
+        "OPENAI_BASE_URL": "",
+        "CHATFLOW_URL": "",
+        "CHATFLOW_TOKEN": "",
+        "CHATFLOW_INSTANCE_ID": "",
+        "TELEGRAM_BOT_TOKEN": "",
+        "TELEGRAM_WEBHOOK_SECRET": "",
+        "ELEVENLABS_API_KEY": "",
+        "ADMIN_TOKEN": "",
+        "ALERT_CHAT_ID": "",
+        "QDRANT_URL": "",
+        "QDRANT_HOST": "",
+        "QDRANT_PATH": tempfile.mkdtemp(prefix="truffles-qdrant-"),
+        "BUFFER_WAIT_SECONDS": "0.3",
+        "BUFFER_MAX_WAIT_SECONDS": "3",
+        "WORKER_THREADS": "4",
+        "WORKER_POLL_MS": "10",
+        "MAINTENANCE_INTERVAL_SECONDS": "3600",
+        "LOG_LEVEL": "INFO",
+        "LOG_FORMAT": "json",
+        "DEBUG": "false",
+    }
+)
+
+from collections.abc import Callable, Iterator  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+from alembic import command  # noqa: E402
+from alembic.config import Config  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+_url = make_url(_TEST_DB)
+
+
+def _recreate_database() -> None:
+    """Drop and create the test database, then build it with `alembic upgrade head` as production does."""
+    admin = create_engine(_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{_url.database}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{_url.database}"'))
+    admin.dispose()
+    config = Config(os.path.join(os.path.dirname(__file__), "..", "alembic.ini"))
+    command.upgrade(config, "head")
+
+
+_recreate_database()
+
+from fastapi.testclient import TestClient  # noqa: E402
+from pydantic import SecretStr  # noqa: E402
+
+from fakes.chatflow import FakeChatFlow  # noqa: E402
+from fakes.openai_api import FakeOpenAI  # noqa: E402
+
+from app.config import settings  # noqa: E402
+from app.db import engine, session_scope  # noqa: E402
+from app.main import app  # noqa: E402
+from app.models import Base  # noqa: E402
+from app.redis_client import redis_client  # noqa: E402
+from app.services import client_service  # noqa: E402
+
+_TABLES = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+
+
+@pytest.fixture(scope="session")
+def api() -> Iterator[TestClient]:
+    """The app with its lifespan: the in-process Dramatiq worker is running."""
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture(autouse=True)
+def _clean_state() -> Iterator[None]:
+    """Each test starts from empty tables and an empty Redis database."""
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {_TABLES} CASCADE"))
+    redis_client.flushdb()
+    client_service.clear_cache()
+    yield
+
+
+@pytest.fixture(scope="session")
+def _openai_server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def _chatflow_server() -> Iterator[FakeChatFlow]:
+    with FakeChatFlow() as server:
+        yield server
+
+
+@pytest.fixture
+def llm(_openai_server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
+    """OpenAI configured and served by the local fake (the real SDK talks to it over HTTP)."""
+    _openai_server.reset()
+    _openai_server.latency = 0.0
+    monkeypatch.setattr(settings, "openai_api_key", SecretStr("test-openai-key"))
+    monkeypatch.setattr(settings, "openai_base_url", _openai_server.base_url)
+    return _openai_server
+
+
+@pytest.fixture
+def chatflow(_chatflow_server: FakeChatFlow, monkeypatch: pytest.MonkeyPatch) -> FakeChatFlow:
+    """ChatFlow configured and served by the local fake."""
+    _chatflow_server.reset()
+    _chatflow_server.latency = 0.0
+    monkeypatch.setattr(settings, "chatflow_url", _chatflow_server.send_text_url)
+    return _chatflow_server
+
+
+@pytest.fixture
+def make_client() -> Callable[..., Any]:
+    """Create a client with ChatFlow credentials; returns its ClientInfo-like row snapshot."""
+
+    def create(slug: str = "salon", **fields: Any) -> Any:
+        fields.setdefault("name", slug.title())
+        fields.setdefault("chatflow_token", f"cf-token-{slug}")
+        fields.setdefault("chatflow_instance_id", f"inst-{slug}")
+        with session_scope() as session:
+            return client_service.create(session, slug=slug, **fields)
+
+    return create

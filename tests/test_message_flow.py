@@ -1,0 +1,265 @@
+"""A customer's WhatsApp message, end to end: webhook -> queue -> AI -> ChatFlow -> stored."""
+
+import concurrent.futures
+import time
+
+from sqlalchemy import select
+
+from app.db import session_scope
+from app.models import Handover, Message, OutboxItem
+from app.services import message_service
+from app.services.replies import FALLBACK_RESPONSES, NOT_CONFIGURED
+from tests.helpers import chatflow_payload, wait_until
+
+
+def _messages(role: str | None = None) -> list[Message]:
+    with session_scope() as session:
+        query = select(Message).order_by(Message.created_at)
+        if role:
+            query = query.where(Message.role == role)
+        return list(session.scalars(query))
+
+
+def test_message_is_answered_through_chatflow_and_stored(api, llm, chatflow, make_client):
+    make_client("salon", prompt="Ты ассистент салона красоты «Лотос».")
+    llm.set_reply("Стрижка стоит 5000 тенге.")
+
+    started = time.perf_counter()
+    response = api.post("/webhook/salon", json=chatflow_payload("Сколько стоит стрижка?", phone="77015550001"))
+    ack_ms = (time.perf_counter() - started) * 1000
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert ack_ms < 1000  # acknowledged without waiting for the AI or the messenger
+    sent = wait_until(lambda: chatflow.sent_texts(), message="the reply on WhatsApp")
+    assert sent == ["Стрижка стоит 5000 тенге."]
+    request = chatflow.requests[-1]
+    assert request.query["token"] == "cf-token-salon"
+    assert request.query["instance_id"] == "inst-salon"
+    assert request.query["jid"] == "77015550001@s.whatsapp.net"
+
+    prompt = llm.chat_requests()[-1]["messages"]
+    assert prompt[0]["role"] == "system" and "Лотос" in prompt[0]["content"]
+    assert prompt[-1] == {"role": "user", "content": "Сколько стоит стрижка?"}
+
+    wait_until(lambda: _messages("assistant") and _messages("assistant")[0].status == "sent", message="reply marked sent")
+    user_message, answer = _messages()
+    assert (user_message.role, user_message.status, user_message.content) == ("user", "processed", "Сколько стоит стрижка?")
+    assert (answer.role, answer.content) == ("assistant", "Стрижка стоит 5000 тенге.")
+    assert answer.turn_id == user_message.turn_id
+
+
+def test_history_is_sent_with_the_next_turn(api, llm, chatflow, make_client):
+    make_client("salon")
+    llm.set_reply("Здравствуйте! Чем помочь?")
+    api.post("/webhook/salon", json=chatflow_payload("Привет"))
+    wait_until(lambda: len(chatflow.sent_texts()) == 1)
+    llm.set_reply("Мы работаем с 10 до 20.")
+    api.post("/webhook/salon", json=chatflow_payload("До скольки работаете?"))
+    wait_until(lambda: len(chatflow.sent_texts()) == 2)
+
+    messages = llm.chat_requests()[-1]["messages"]
+    assert [(m["role"], m["content"]) for m in messages[1:]] == [
+        ("user", "Привет"),
+        ("assistant", "Здравствуйте! Чем помочь?"),
+        ("user", "До скольки работаете?"),
+    ]
+
+
+def test_duplicate_deliveries_get_one_answer(api, llm, chatflow, make_client):
+    make_client("salon")
+    payload = chatflow_payload("Есть запись на завтра?", message_id="DUP-1")
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        statuses = [r.json()["status"] for r in pool.map(lambda _: api.post("/webhook/salon", json=payload), range(3))]
+    assert sorted(statuses) == ["duplicate", "duplicate", "ok"]
+
+    wait_until(lambda: chatflow.sent_texts())
+    time.sleep(1.0)  # give a wrongly scheduled second turn the chance to answer again
+    assert len(chatflow.sent_texts()) == 1
+    assert len(_messages("user")) == 1
+    assert api.post("/webhook/salon", json=payload).json()["status"] == "duplicate"
+
+
+def test_duplicate_is_caught_by_postgres_when_redis_forgot_it(api, llm, chatflow, make_client):
+    make_client("salon")
+    payload = chatflow_payload("Здравствуйте", message_id="DUP-2")
+    assert api.post("/webhook/salon", json=payload).json()["status"] == "ok"
+    from app.redis_client import redis_client
+
+    for key in redis_client.scan_iter("dedup:*"):
+        redis_client.delete(key)
+    assert api.post("/webhook/salon", json=payload).json()["status"] == "duplicate"
+    wait_until(lambda: chatflow.sent_texts())
+    time.sleep(0.8)
+    assert len(chatflow.sent_texts()) == 1
+
+
+def test_quick_messages_become_one_turn_with_one_answer(api, llm, chatflow, make_client):
+    make_client("salon", settings={"buffer_wait_seconds": 0.8})
+    for text in ("Здравствуйте", "хотел узнать", "сколько стоит маникюр?"):
+        assert api.post("/webhook/salon", json=chatflow_payload(text)).status_code == 200
+        time.sleep(0.1)
+
+    wait_until(lambda: chatflow.sent_texts())
+    time.sleep(1.2)
+    assert len(chatflow.sent_texts()) == 1
+    assert len(llm.requests) == 1
+    assert llm.chat_requests()[0]["messages"][-1]["content"] == "Здравствуйте\nхотел узнать\nсколько стоит маникюр?"
+    users = _messages("user")
+    assert len({m.turn_id for m in users}) == 1 and all(m.status == "processed" for m in users)
+
+
+def test_conversations_of_different_customers_are_answered_separately(api, llm, chatflow, make_client):
+    make_client("salon")
+    api.post("/webhook/salon", json=chatflow_payload("Привет", phone="77010000011"))
+    api.post("/webhook/salon", json=chatflow_payload("Салем", phone="77010000022"))
+    wait_until(lambda: len(chatflow.sent_texts()) == 2)
+    assert {r.query["jid"] for r in chatflow.requests} == {"77010000011@s.whatsapp.net", "77010000022@s.whatsapp.net"}
+
+
+def test_openai_down_gives_fallback_and_ai_error_handover(api, llm, chatflow, make_client):
+    make_client("salon")
+    llm.server_error(500, times=None)
+
+    api.post("/webhook/salon", json=chatflow_payload("Какие у вас цены?"))
+
+    assert wait_until(lambda: chatflow.sent_texts()) == [FALLBACK_RESPONSES["ai_error"]]
+    assert len(llm.requests_to("/chat/completions")) == 2  # one retry, then the fallback
+    with session_scope() as session:
+        handover = session.scalar(select(Handover))
+    assert handover is not None and (handover.reason, handover.status) == ("ai_error", "pending")
+
+
+def test_without_openai_key_the_bot_still_answers(api, chatflow, make_client):
+    make_client("salon")
+    api.post("/webhook/salon", json=chatflow_payload("Привет"))
+    assert wait_until(lambda: chatflow.sent_texts()) == [NOT_CONFIGURED]
+
+
+def test_chatflow_success_false_is_retried_then_marked_failed(api, llm, chatflow, make_client, monkeypatch):
+    from app.config import settings
+
+    monkeypatch.setattr(settings, "outbox_max_attempts", 1)
+    make_client("salon")
+    chatflow.refuse(times=None)
+
+    api.post("/webhook/salon", json=chatflow_payload("Привет"))
+
+    wait_until(lambda: _outbox_status() == "failed", message="outbox item failed")
+    assert len(chatflow.requests) == 2  # the first try and one retry
+    assert _messages("assistant")[0].status == "failed"
+
+
+def test_chatflow_transient_failure_is_retried_and_sent_once(api, llm, chatflow, make_client):
+    make_client("salon")
+    chatflow.refuse(times=1)
+    api.post("/webhook/salon", json=chatflow_payload("Привет"))
+    wait_until(lambda: _outbox_status() == "sent")
+    assert len(chatflow.sent_texts()) == 1
+
+
+def test_delivery_resumes_after_outage_without_resending(api, llm, chatflow, make_client, monkeypatch):
+    make_client("salon")
+    llm.set_reply("Первое предложение. " * 300)  # about 6000 characters: two WhatsApp messages
+    _break_after_first_send(chatflow, monkeypatch)
+
+    api.post("/webhook/salon", json=chatflow_payload("Расскажите всё"))
+    wait_until(lambda: _outbox_status() == "pending" and len(chatflow.sent_texts()) == 1, message="first part sent, retry pending")
+
+    chatflow.clear_faults()
+    with session_scope() as session:
+        item = session.scalar(select(OutboxItem))
+        assert item is not None
+        item.next_attempt_at = item.created_at  # due now
+    from app.services import outbox_service
+
+    assert outbox_service.deliver(item.id) == "sent"
+    parts = chatflow.sent_texts()
+    assert len(parts) == 2 and all(len(p) <= 4096 for p in parts)
+    assert "".join(parts).count("Первое предложение.") == 300
+
+
+def test_long_reply_is_split_on_sentences(api, llm, chatflow, make_client):
+    make_client("salon")
+    llm.set_reply("Это довольно длинное предложение о наших услугах. " * 200)
+    api.post("/webhook/salon", json=chatflow_payload("Расскажите об услугах"))
+    parts = wait_until(lambda: len(chatflow.sent_texts()) >= 3 and chatflow.sent_texts())
+    assert all(len(p) <= 4096 and p.endswith(".") for p in parts)
+
+
+def test_message_written_while_answer_is_generated_joins_the_turn(api, llm, chatflow, make_client):
+    make_client("salon", settings={"buffer_wait_seconds": 0.2})
+    llm.latency = 1.5
+    api.post("/webhook/salon", json=chatflow_payload("Сколько стоит маникюр?"))
+    wait_until(lambda: llm.requests, message="the first LLM call")
+    api.post("/webhook/salon", json=chatflow_payload("и педикюр тоже"))
+
+    wait_until(lambda: chatflow.sent_texts(), timeout=15)
+    time.sleep(2.0)
+    assert len(chatflow.sent_texts()) == 1
+    assert llm.chat_requests()[-1]["messages"][-1]["content"] == "Сколько стоит маникюр?\nи педикюр тоже"
+
+
+def test_turn_of_a_killed_worker_is_answered_once_after_restart(api, llm, chatflow, make_client, monkeypatch):
+    """A process died holding a turn: its messages stay 'processing'. The sweep releases and answers them."""
+    from app.config import settings
+    from app.services import maintenance_service
+
+    client = make_client("salon")
+    _store_without_scheduling(client.id, chatflow_payload("Вы работаете сегодня?"))
+    with session_scope() as session:
+        message = session.scalar(select(Message))
+        assert message is not None
+        message.status, message.claimed_at = "processing", message.created_at.replace(year=2020)
+
+    monkeypatch.setattr(settings, "buffer_max_wait_seconds", 0)
+    monkeypatch.setattr(maintenance_service, "_GRACE", maintenance_service.timedelta(0))
+    assert maintenance_service.redrive_turns() == 1
+    wait_until(lambda: chatflow.sent_texts())
+    maintenance_service.redrive_turns()  # a second sweep finds nothing left to do
+    time.sleep(0.8)
+    assert len(chatflow.sent_texts()) == 1
+
+
+def test_message_whose_job_was_lost_is_answered_by_the_sweep(api, llm, chatflow, make_client, monkeypatch):
+    from app.config import settings
+    from app.services import maintenance_service
+
+    client = make_client("salon")
+    _store_without_scheduling(client.id, chatflow_payload("Алло"))  # stored, but Redis lost the job
+    time.sleep(0.5)
+    assert chatflow.sent_texts() == []
+
+    monkeypatch.setattr(settings, "buffer_max_wait_seconds", 0)
+    monkeypatch.setattr(maintenance_service, "_GRACE", maintenance_service.timedelta(0))
+    assert maintenance_service.redrive_turns() == 1
+    assert len(wait_until(lambda: chatflow.sent_texts())) == 1
+
+
+def _store_without_scheduling(client_id, payload) -> None:
+    from app.schemas.chatflow import ChatFlowWebhook
+
+    parsed = ChatFlowWebhook.model_validate(payload)
+    assert parsed.phone is not None
+    assert message_service._store(client_id=client_id, payload=parsed, phone=parsed.phone, role="user", status="received")
+
+
+def _break_after_first_send(chatflow, monkeypatch) -> None:
+    """The gateway accepts one message, then answers 500 until clear_faults()."""
+    original = chatflow.handle
+    broken = []
+
+    def handle(request):
+        response = original(request)
+        if len(chatflow.sent()) == 1 and not broken:
+            broken.append(True)
+            chatflow.fail(500, times=None)
+        return response
+
+    monkeypatch.setattr(chatflow, "handle", handle)
+
+
+def _outbox_status() -> str | None:
+    with session_scope() as session:
+        return session.scalar(select(OutboxItem.status))
