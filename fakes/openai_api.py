@@ -1,0 +1,201 @@
+"""Fake OpenAI API: chat completions and embeddings, in the wire format the official SDK parses."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import random
+import re
+import struct
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from fakes.base import FakeServer, RecordedRequest, Response
+
+ReplyFn = Callable[[dict[str, Any]], str]
+
+_ERROR_TYPES = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    404: ("invalid_request_error", "model_not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+    500: ("server_error", None),
+    503: ("server_error", "service_unavailable"),
+}
+
+
+class FakeOpenAI(FakeServer):
+    """`POST /v1/chat/completions` and `POST /v1/embeddings`; point the SDK at base_url=fake.base_url."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        latency: float = 0.0,
+        reply: str | ReplyFn | None = None,
+        api_key: str | None = None,
+        embedding_dim: int = 1536,
+    ) -> None:
+        super().__init__(port=port, latency=latency)
+        self.api_key = api_key  # None: any bearer token is accepted
+        self.embedding_dim = embedding_dim
+        self._default_reply = reply
+        self._reply: str | ReplyFn | None = reply
+        self._script: deque[str] = deque()
+
+    @property
+    def base_url(self) -> str:
+        """What to pass as the SDK's base_url (OPENAI_BASE_URL)."""
+        return self.url + "/v1"
+
+    # --- programming replies ---------------------------------------------------------------------------
+    def set_reply(self, reply: str | ReplyFn | None) -> None:
+        """Every chat completion answers this text, or reply(request_json); None restores the echo default."""
+        self._reply = reply
+
+    def script(self, *replies: str) -> None:
+        """Queue replies used one per completion (before set_reply/the default)."""
+        with self._lock:
+            self._script.extend(replies)
+
+    def reset_state(self) -> None:
+        self._script.clear()
+        self._reply = self._default_reply
+
+    # --- faults in OpenAI's error format ---------------------------------------------------------------
+    def rate_limit(self, *, retry_after: float = 1, times: int | None = 1, path: str | None = None) -> None:
+        """429 with a retry-after header (openai.RateLimitError)."""
+        self.fail(429, times=times, path=path, headers={"retry-after": str(retry_after)})
+
+    def server_error(self, status: int = 500, *, times: int | None = 1, path: str | None = None) -> None:
+        """500/502/503 (openai.InternalServerError)."""
+        self.fail(status, times=times, path=path)
+
+    def error_response(self, status: int, message: str | None) -> Response:
+        kind, code = _ERROR_TYPES.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
+        if message is None:
+            message = {429: "Rate limit reached for requests", 401: "Incorrect API key provided"}.get(status, f"Fake error {status}")
+        return Response(status, {"error": {"message": message, "type": kind, "param": None, "code": code}})
+
+    # --- inspection ------------------------------------------------------------------------------------
+    def chat_requests(self) -> list[dict[str, Any]]:
+        """JSON bodies of answered chat completion requests, oldest first."""
+        return [r.json for r in self.requests_to("/chat/completions") if r.status == 200]
+
+    def embedding_requests(self) -> list[dict[str, Any]]:
+        """JSON bodies of answered embedding requests, oldest first."""
+        return [r.json for r in self.requests_to("/embeddings") if r.status == 200]
+
+    # --- handlers --------------------------------------------------------------------------------------
+    def handle(self, request: RecordedRequest) -> Response:
+        if self.api_key is not None and request.headers.get("authorization") != f"Bearer {self.api_key}":
+            return self.error_response(401, None)
+        if request.method != "POST":
+            return self.error_response(404, f"Unknown request URL: {request.method} {request.path}")
+        if not isinstance(request.json, dict):
+            return self.error_response(400, "We could not parse the JSON body of your request.")
+        if request.path == "/v1/chat/completions":
+            return self._chat(request.json)
+        if request.path == "/v1/embeddings":
+            return self._embeddings(request.json)
+        return self.error_response(404, f"Unknown request URL: POST {request.path}")
+
+    def _chat(self, body: dict[str, Any]) -> Response:
+        messages = body.get("messages")
+        if not body.get("model") or not isinstance(messages, list) or not messages:
+            return self.error_response(400, "'model' and a non-empty 'messages' are required")
+        if body.get("stream"):
+            return self.error_response(400, "The fake does not stream")
+        content = self._next_reply(body)
+        prompt_tokens = sum(_count_tokens(_text_of(m.get("content"))) for m in messages if isinstance(m, dict))
+        completion_tokens = _count_tokens(content)
+        return Response(
+            200,
+            {
+                "id": "chatcmpl-" + uuid.uuid4().hex[:24],
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "system_fingerprint": "fp_fake",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content, "refusal": None},
+                        "logprobs": None,
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            },
+        )
+
+    def _next_reply(self, body: dict[str, Any]) -> str:
+        with self._lock:
+            if self._script:
+                return self._script.popleft()
+            reply = self._reply
+        if callable(reply):
+            return reply(body)
+        if reply is not None:
+            return reply
+        last_user = next((m for m in reversed(body["messages"]) if isinstance(m, dict) and m.get("role") == "user"), {})
+        return "Ответ: " + _text_of(last_user.get("content"))
+
+    def _embeddings(self, body: dict[str, Any]) -> Response:
+        raw = body.get("input")
+        inputs = [raw] if isinstance(raw, str) else raw
+        if not body.get("model") or not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) for t in inputs):
+            return self.error_response(400, "'model' and 'input' (a string or a list of strings) are required")
+        dim = int(body.get("dimensions") or self.embedding_dim)
+        as_base64 = body.get("encoding_format") == "base64"  # the SDK asks for base64 unless told otherwise
+        data = []
+        for index, text in enumerate(inputs):
+            vector = embed_text(text, dim)
+            encoded: Any = base64.b64encode(struct.pack(f"<{dim}f", *vector)).decode() if as_base64 else vector
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        tokens = sum(_count_tokens(t) for t in inputs)
+        return Response(
+            200, {"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        )
+
+
+def embed_text(text: str, dim: int = 1536) -> list[float]:
+    """Deterministic unit vector: the sum of hash-seeded word vectors, so texts sharing words are close."""
+    words = re.findall(r"\w+", text.lower()) or [text]
+    total = [0.0] * dim
+    for word in words:
+        for i, value in enumerate(_word_vector(word, dim)):
+            total[i] += value
+    norm = math.sqrt(sum(v * v for v in total)) or 1.0
+    return [v / norm for v in total]
+
+
+@lru_cache(maxsize=50_000)
+def _word_vector(word: str, dim: int) -> tuple[float, ...]:
+    seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "big")
+    rng = random.Random(seed)
+    return tuple(rng.gauss(0.0, 1.0) for _ in range(dim))
+
+
+def _text_of(content: Any) -> str:
+    # Content is a string or a list of parts ({"type": "text", "text": ...}).
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def _count_tokens(text: str) -> int:
+    return max(1, len(text) // 4) if text else 0
