@@ -1,0 +1,516 @@
+"""Knowledge base: load documents, chunk them by heading, ingest, list, delete and search per client.
+
+Retrieval is hybrid. Each chunk has a dense vector of its text, a sparse lexical vector (BM25-like,
+IDF applied by Qdrant) and a dense vector of its heading path embedded like a question. Qdrant fuses
+the dense and sparse candidates with RRF; RRF scores only rank, so the top candidates are re-scored:
+
+    score = (cos(query, text) + cos(query, heading)) / 2 + LEXICAL_WEIGHT * share of query words in chunk
+
+`KnowledgeHit.score` is that relevance (about 0.7-1.0 with the bundled e5 model) and `relevant()`
+keeps hits whose score reaches `settings.kb_min_score`. Hits are ordered by score plus
+RRF_WEIGHT * the RRF score, so both retrievers still vote on the order. Both weights and the threshold
+were chosen on the tuning half of bench/fixtures/kb/questions.yaml (python -m bench.retrieval_bench).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import uuid
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+from xml.etree import ElementTree
+
+import yaml
+
+from app.config import settings
+from app.services import embedding_service, qdrant_service
+from app.services.embedding_service import Embedder
+
+Kind = Literal["markdown", "text", "faq"]
+
+_SUFFIX_KINDS: dict[str, str] = {
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".txt": "text",
+    ".yaml": "faq",
+    ".yml": "faq",
+    ".json": "faq",
+    ".pdf": "pdf",
+    ".docx": "docx",
+}
+LEXICAL_WEIGHT = 0.1
+RRF_WEIGHT = 0.2
+_MIN_CANDIDATES = 10
+# Fixed namespace so a chunk slot keeps its id across runs and machines.
+_ID_NAMESPACE = uuid.UUID("5b0c6f3e-6a51-4c1e-9d53-8f1f2a7d4b10")
+HEADING_SEPARATOR = " > "
+
+
+@dataclass(frozen=True)
+class Section:
+    """A heading path and the text under it (up to the next heading)."""
+
+    path: tuple[str, ...]
+    body: str
+
+    @property
+    def heading(self) -> str:
+        return HEADING_SEPARATOR.join(self.path)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One retrievable piece: starts with its heading path, then (part of) the section's text."""
+
+    index: int
+    heading: str
+    text: str
+
+
+@dataclass(frozen=True)
+class KnowledgeHit:
+    """A retrieved chunk; `score` is its relevance to the query (see the module docstring)."""
+
+    text: str
+    score: float
+    source: str
+    heading: str
+    chunk_id: str
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """A stored document of a client."""
+
+    source: str
+    chunks: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    """What ingesting one document did."""
+
+    source: str
+    chunks: int
+    status: Literal["added", "replaced", "unchanged"]
+    removed: int = 0
+
+
+@dataclass
+class IngestReport:
+    """Outcome of `ingest_paths`: documents stored and files that could not be read."""
+
+    sources: list[SourceResult] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def chunks(self) -> int:
+        return sum(result.chunks for result in self.sources)
+
+
+# --- loaders ------------------------------------------------------------------------------------
+
+_MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+Block = tuple[int | None, str]  # (heading level, text) or (None, a body line)
+
+
+def _markdown_blocks(text: str) -> list[Block]:
+    blocks: list[Block] = []
+    fenced = False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        match = None if fenced else _MD_HEADING.match(line)
+        blocks.append((len(match.group(1)), match.group(2).strip()) if match else (None, line))
+    return blocks
+
+
+def _sections_from_blocks(blocks: Sequence[Block]) -> list[Section]:
+    levels = [level for level, _ in blocks if level is not None]
+    # A single level-1 heading that opens a document with more headings is its title, not a section:
+    # leave it out of every heading path so "Доставка > Стоимость" is not prefixed by the business name.
+    title_level = 1 if len(levels) > 1 and levels[0] == 1 and levels.count(1) == 1 else None
+    sections: list[Section] = []
+    stack: list[tuple[int, str]] = []
+    lines: list[str] = []
+
+    def flush() -> None:
+        body = "\n".join(lines).strip()
+        if body:
+            sections.append(Section(path=tuple(title for _, title in stack), body=body))
+        lines.clear()
+
+    title_seen = False
+    for level, content in blocks:
+        if level is None:
+            lines.append(content)
+            continue
+        flush()
+        if level == title_level and not title_seen:
+            title_seen = True
+            continue
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        stack.append((level, content))
+    flush()
+    return sections
+
+
+def _faq_sections(data: Any, prefix: tuple[str, ...] = ()) -> list[Section]:
+    if isinstance(data, dict):
+        if _faq_pair(data) is not None:
+            return _faq_sections([data], prefix)
+        sections: list[Section] = []
+        for key, value in data.items():
+            if isinstance(value, (str, int, float)):
+                sections.append(Section(path=(*prefix, str(key).strip()), body=str(value).strip()))
+            else:
+                sections.extend(_faq_sections(value, (*prefix, str(key).strip())))
+        return sections
+    if isinstance(data, list):
+        sections = []
+        for item in data:
+            pair = _faq_pair(item) if isinstance(item, dict) else None
+            if pair is None:
+                raise ValueError("a FAQ list must hold {question, answer} or {q, a} items")
+            sections.append(Section(path=(*prefix, pair[0]), body=pair[1]))
+        return sections
+    raise ValueError("a FAQ file must be a list of questions or a mapping")
+
+
+def _faq_pair(item: dict[str, Any]) -> tuple[str, str] | None:
+    keys = {str(key).lower(): value for key, value in item.items()}
+    for question_key, answer_key in (("question", "answer"), ("q", "a"), ("вопрос", "ответ")):
+        if question_key in keys and answer_key in keys:
+            return str(keys[question_key]).strip(), str(keys[answer_key]).strip()
+    return None
+
+
+def _docx_blocks(data: bytes) -> list[Block]:
+    ns = {"w": "http://schemas.openxmlformats.org/wordprocessingml/2006/main"}
+    w = "{" + ns["w"] + "}"
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        document = ElementTree.fromstring(archive.read("word/document.xml"))
+        style_names: dict[str, str] = {}
+        if "word/styles.xml" in archive.namelist():
+            for style in ElementTree.fromstring(archive.read("word/styles.xml")).iter(f"{w}style"):
+                name = style.find("w:name", ns)
+                if name is not None:
+                    style_names[style.get(f"{w}styleId", "")] = name.get(f"{w}val", "").lower()
+    blocks: list[Block] = []
+    for paragraph in document.iter(f"{w}p"):
+        text = "".join(
+            node.text or "" if node.tag == f"{w}t" else (" " if node.tag == f"{w}tab" else "\n")
+            for node in paragraph.iter()
+            if node.tag in (f"{w}t", f"{w}tab", f"{w}br")
+        ).strip()
+        style_element = paragraph.find("w:pPr/w:pStyle", ns)
+        style_id = style_element.get(f"{w}val", "") if style_element is not None else ""
+        style_name = style_names.get(style_id, style_id).lower()
+        match = re.match(r"(heading|заголовок)\s*(\d)", style_name)
+        level = int(match.group(2)) if match else (1 if style_name == "title" else None)
+        if level is not None and text:
+            blocks.append((level, text))
+        else:
+            blocks.append((None, text))
+    return blocks
+
+
+def _pdf_text(data: bytes) -> str:
+    try:
+        from pypdf import PdfReader
+    except ImportError as exc:  # optional dependency: only PDF ingestion needs it
+        raise ValueError("PDF files need the pypdf package") from exc
+    reader = PdfReader(io.BytesIO(data))
+    return "\n\n".join((page.extract_text() or "").strip() for page in reader.pages)
+
+
+def parse_document(text: str, kind: Kind) -> list[Section]:
+    """Split a document's text into heading sections (FAQ entries become one section each)."""
+    if kind == "markdown":
+        return _sections_from_blocks(_markdown_blocks(text))
+    if kind == "faq":
+        try:
+            data = yaml.safe_load(text)  # JSON is valid YAML
+        except yaml.YAMLError as exc:
+            raise ValueError(f"not valid YAML/JSON: {exc}") from exc
+        return [section for section in _faq_sections(data or []) if section.body]
+    if kind == "text":
+        body = text.strip()
+        return [Section(path=(), body=body)] if body else []
+    raise ValueError(f"unknown document kind {kind!r}")
+
+
+def _load_file(path: Path) -> tuple[list[Section], str]:
+    kind = _SUFFIX_KINDS.get(path.suffix.lower())
+    if kind is None:
+        raise ValueError(f"unsupported file type {path.suffix or '(none)'}")
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if kind == "docx":
+        return _sections_from_blocks(_docx_blocks(data)), digest
+    if kind == "pdf":
+        return parse_document(_pdf_text(data), "text"), digest
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError("not UTF-8 text") from exc
+    return parse_document(text, kind), digest  # type: ignore[arg-type]
+
+
+# --- chunking -----------------------------------------------------------------------------------
+
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=\S)")
+
+
+def _units(body: str, budget: int) -> list[tuple[str, str]]:
+    """Pieces no longer than `budget`, each with the separator that joins it to the previous one."""
+    units: list[tuple[str, str]] = []
+    for paragraph_index, paragraph in enumerate(re.split(r"\n\s*\n", body)):
+        for line_index, line in enumerate(paragraph.splitlines()):
+            line = line.strip()
+            if not line:
+                continue
+            separator = "\n\n" if paragraph_index and line_index == 0 else "\n"
+            for sentence in _SENTENCE_END.split(line) if len(line) > budget else [line]:
+                while len(sentence) > budget:  # a run-on sentence: cut at a word boundary
+                    cut = sentence.rfind(" ", 0, budget)
+                    cut = cut if cut > budget // 2 else budget
+                    units.append((sentence[:cut].strip(), separator))
+                    sentence, separator = sentence[cut:].strip(), " "
+                if sentence:
+                    units.append((sentence, separator))
+                separator = " "
+    return units
+
+
+def chunk_sections(sections: Iterable[Section], *, target_chars: int, overlap_chars: int) -> list[Chunk]:
+    """Pack each section's text into chunks of about `target_chars`, each prefixed by its heading path."""
+    chunks: list[Chunk] = []
+    for section in sections:
+        heading = section.heading
+        budget = max(200, target_chars - len(heading) - 1)
+        current: list[tuple[str, str]] = []
+        size = 0
+
+        def emit(units: list[tuple[str, str]], heading: str = heading) -> None:
+            body = "".join((separator if position else "") + text for position, (text, separator) in enumerate(units))
+            chunks.append(Chunk(index=len(chunks), heading=heading, text=f"{heading}\n{body}" if heading else body))
+
+        for unit in _units(section.body, budget):
+            if current and size + len(unit[0]) + 1 > budget:
+                emit(current)
+                # Carry the tail of the previous chunk so a fact split across the boundary survives.
+                carried: list[tuple[str, str]] = []
+                carried_size = 0
+                for previous in reversed(current):
+                    if carried_size + len(previous[0]) > overlap_chars:
+                        break
+                    carried.insert(0, previous)
+                    carried_size += len(previous[0]) + 1
+                current, size = carried, carried_size
+            current.append(unit)
+            size += len(unit[0]) + 1
+        if current:
+            emit(current)
+    return chunks
+
+
+# --- storage ------------------------------------------------------------------------------------
+
+
+def collection_name(embedder: Embedder, client_id: str) -> str:
+    """Where a client's chunks live: one collection per embedder (vector spaces never mix); in the
+    embedded store also one per client, because local mode scores every point of a collection in
+    Python and would otherwise slow each tenant down by all the others. The client_id filter applies
+    either way."""
+    name = f"{settings.qdrant_collection}_{embedder.name}"
+    if qdrant_service.is_local():
+        digest = hashlib.blake2b(client_id.encode(), digest_size=4).hexdigest()
+        name = f"{name}_{client_id[:32]}_{digest}"
+    return re.sub(r"[^A-Za-z0-9_-]", "-", name)
+
+
+def _ready(client_id: str) -> tuple[Embedder, str]:
+    embedder = embedding_service.get_embedder()
+    collection = collection_name(embedder, client_id)
+    qdrant_service.ensure_collection(collection=collection, dense_dim=embedder.dim)
+    return embedder, collection
+
+
+def _client_id(client_id: str) -> str:
+    if not isinstance(client_id, str) or not client_id.strip():
+        raise ValueError("client_id must be a non-empty string")
+    return client_id
+
+
+def chunk_id(*, client_id: str, source: str, index: int) -> str:
+    """Stable point id of a chunk slot: re-ingesting a source overwrites its own slots."""
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{client_id}\x1f{source}\x1f{index}"))
+
+
+def _embed_headings(embedder: Embedder, chunks: Sequence[Chunk]) -> list[list[float]]:
+    # Embedded as queries: a heading reads like the question its section answers. A chunk without
+    # a heading (plain text) stands in with its first line.
+    titles = [chunk.heading or chunk.text.strip().splitlines()[0][:200] for chunk in chunks]
+    unique = sorted(set(titles))
+    vectors = dict(zip(unique, (embedder.embed_query(title) for title in unique), strict=True))
+    return [vectors[title] for title in titles]
+
+
+def _store(*, client_id: str, source: str, kind: str, sections: list[Section], source_hash: str) -> SourceResult:
+    embedder, collection = _ready(client_id)
+    existing = qdrant_service.payloads(collection=collection, client_id=client_id, fields=["source_hash"], source=source)
+    chunks = chunk_sections(sections, target_chars=settings.kb_chunk_chars, overlap_chars=settings.kb_chunk_overlap_chars)
+    if existing and len(existing) == len(chunks) and all(row.get("source_hash") == source_hash for row in existing):
+        return SourceResult(source=source, chunks=len(chunks), status="unchanged")
+
+    texts = [chunk.text for chunk in chunks]
+    dense = embedder.embed_documents(texts) if texts else []
+    headings = _embed_headings(embedder, chunks)
+    now = datetime.now(UTC).isoformat()
+    points = [
+        qdrant_service.ChunkPoint(
+            id=chunk_id(client_id=client_id, source=source, index=chunk.index),
+            dense=vector,
+            heading=heading,
+            sparse=embedding_service.sparse_document(chunk.text),
+            payload={
+                "client_id": client_id,
+                "source": source,
+                "kind": kind,
+                "chunk_index": chunk.index,
+                "heading": chunk.heading,
+                "text": chunk.text,
+                "content_hash": hashlib.sha256(chunk.text.encode()).hexdigest()[:16],
+                # lexical terms, stored so re-scoring a hit needs no tokenizing at query time
+                "terms": sorted(set(embedding_service.tokenize(chunk.text))),
+                "source_hash": source_hash,
+                "embedder": embedder.name,
+                "updated_at": now,
+            },
+        )
+        for chunk, vector, heading in zip(chunks, dense, headings, strict=True)
+    ]
+    # Write the new version first, then drop the slots it no longer has: searches never see the
+    # source missing, and a crash in between leaves at worst a few stale chunks for the next run.
+    qdrant_service.upsert(collection=collection, points=points)
+    removed = qdrant_service.delete(collection=collection, client_id=client_id, source=source, keep_ids=[point.id for point in points])
+    status: Literal["added", "replaced"] = "replaced" if existing else "added"
+    return SourceResult(source=source, chunks=len(points), status=status, removed=removed)
+
+
+def ingest_text(*, client_id: str, source: str, text: str, kind: Kind) -> SourceResult:
+    """Store (or replace) one document given as text under the name `source`."""
+    source = source.strip()
+    if not source:
+        raise ValueError("source must be a non-empty name")
+    sections = parse_document(text, kind)
+    return _store(
+        client_id=_client_id(client_id),
+        source=source,
+        kind=kind,
+        sections=sections,
+        source_hash=hashlib.sha256(text.encode()).hexdigest(),
+    )
+
+
+def _expand(paths: Sequence[Path | str]) -> list[tuple[Path, str]]:
+    files: list[tuple[Path, str]] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                if child.is_file() and child.suffix.lower() in _SUFFIX_KINDS:
+                    files.append((child, child.relative_to(path).as_posix()))
+        else:
+            files.append((path, path.name))
+    return files
+
+
+def ingest_paths(*, client_id: str, paths: Sequence[Path | str]) -> IngestReport:
+    """Store files (or every supported file under a folder); the source name is the file's name."""
+    client_id = _client_id(client_id)
+    report = IngestReport()
+    for path, source in _expand(paths):
+        try:
+            sections, digest = _load_file(path)
+        except (OSError, ValueError, zipfile.BadZipFile, ElementTree.ParseError, json.JSONDecodeError) as exc:
+            report.failed[str(path)] = str(exc) or type(exc).__name__
+            continue
+        kind = _SUFFIX_KINDS[path.suffix.lower()]
+        report.sources.append(_store(client_id=client_id, source=source, kind=kind, sections=sections, source_hash=digest))
+    return report
+
+
+def list_sources(*, client_id: str) -> list[SourceInfo]:
+    """A client's documents with their chunk counts and last ingestion time."""
+    _, collection = _ready(_client_id(client_id))
+    rows = qdrant_service.payloads(collection=collection, client_id=client_id, fields=["source", "updated_at"])
+    summary: dict[str, tuple[int, str]] = {}
+    for row in rows:
+        count, updated = summary.get(row["source"], (0, ""))
+        summary[row["source"]] = (count + 1, max(updated, row.get("updated_at", "")))
+    return [
+        SourceInfo(source=source, chunks=count, updated_at=datetime.fromisoformat(updated))
+        for source, (count, updated) in sorted(summary.items())
+    ]
+
+
+def delete_source(*, client_id: str, source: str) -> int:
+    """Delete one document of a client; returns the number of chunks removed."""
+    _, collection = _ready(_client_id(client_id))
+    return qdrant_service.delete(collection=collection, client_id=client_id, source=source)
+
+
+def delete_client(*, client_id: str) -> int:
+    """Delete every document of a client; returns the number of chunks removed."""
+    _, collection = _ready(_client_id(client_id))
+    return qdrant_service.delete(collection=collection, client_id=client_id)
+
+
+def search(*, client_id: str, query: str, limit: int = 5) -> list[KnowledgeHit]:
+    """Hybrid search within one client's knowledge, best first; `score` is the relevance (see above)."""
+    client_id = _client_id(client_id)
+    query = query.strip()
+    if not query or limit < 1:
+        return []
+    embedder, collection = _ready(client_id)
+    candidates = qdrant_service.hybrid_search(
+        collection=collection,
+        client_id=client_id,
+        dense=embedder.embed_query(query),
+        sparse=embedding_service.sparse_query(query),
+        limit=max(limit, _MIN_CANDIDATES),
+        prefetch_limit=max(20, limit * 4),
+    )
+    scored = []
+    for candidate in candidates:
+        text = candidate.payload.get("text", "")
+        relevance = (candidate.dense_score + candidate.heading_score) / 2
+        terms = candidate.payload.get("terms")
+        chunk_terms = set(terms) if isinstance(terms, list) else set(embedding_service.tokenize(text))
+        relevance += LEXICAL_WEIGHT * embedding_service.lexical_coverage(query, chunk_terms)
+        hit = KnowledgeHit(
+            text=text,
+            score=round(relevance, 4),
+            source=candidate.payload.get("source", ""),
+            heading=candidate.payload.get("heading", ""),
+            chunk_id=candidate.id,
+        )
+        scored.append((relevance + RRF_WEIGHT * candidate.fused_score, hit))
+    scored.sort(key=lambda pair: pair[0], reverse=True)
+    return [hit for _, hit in scored[:limit]]
+
+
+def relevant(*, client_id: str, query: str, limit: int = 3) -> list[KnowledgeHit]:
+    """`search` hits whose relevance reaches `settings.kb_min_score` (empty = nothing relevant)."""
+    return [hit for hit in search(client_id=client_id, query=query, limit=limit) if hit.score >= settings.kb_min_score]

@@ -1,0 +1,402 @@
+"""Knowledge base: loaders, chunking, ingestion lifecycle, tenant isolation, relevance, failure modes.
+
+Every test gets its own embedded Qdrant folder; the e5 embedder is loaded once per process.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import socket
+import struct
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from app.config import settings
+from app.services import embedding_service, kb_service, qdrant_service
+from app.utils.errors import ExternalServiceError
+
+FIXTURE = Path(__file__).resolve().parent.parent / "bench" / "fixtures" / "kb"
+
+DELIVERY_MD = """# Магазин «Тест»
+
+## Доставка
+Доставляем по городу ежедневно.
+
+### Стоимость
+Доставка курьером стоит 1 500 тенге, от 20 000 тенге бесплатно.
+
+## Возврат
+Вернуть товар можно в течение 14 дней с чеком.
+"""
+
+
+@pytest.fixture
+def kb(tmp_path: Path) -> Iterator[None]:
+    """An empty embedded Qdrant in this test's temporary folder."""
+    qdrant_service.configure(path=tmp_path / "qdrant")
+    yield
+    qdrant_service.configure(path=None)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _headings(client_id: str, query: str, limit: int = 3) -> list[str]:
+    return [hit.heading for hit in kb_service.search(client_id=client_id, query=query, limit=limit)]
+
+
+# --- loaders and chunking (no Qdrant) -------------------------------------------------------------
+
+
+def test_markdown_chunks_start_with_their_heading_path() -> None:
+    sections = kb_service.parse_document(DELIVERY_MD, "markdown")
+    chunks = kb_service.chunk_sections(sections, target_chars=700, overlap_chars=100)
+
+    assert [chunk.heading for chunk in chunks] == ["Доставка", "Доставка > Стоимость", "Возврат"]
+    assert chunks[1].text.startswith("Доставка > Стоимость\n")
+    assert "1 500 тенге" in chunks[1].text
+    assert all("Магазин" not in chunk.text for chunk in chunks)  # the document title is not a section
+
+
+def test_long_section_is_split_by_sentences_with_overlap() -> None:
+    sentences = [f"Правило номер {index} гласит, что клиент всегда получает ответ за {index} минут." for index in range(30)]
+    sections = kb_service.parse_document("## Правила\n" + " ".join(sentences), "markdown")
+    chunks = kb_service.chunk_sections(sections, target_chars=400, overlap_chars=120)
+
+    assert len(chunks) > 3
+    assert all(chunk.text.startswith("Правила\n") and len(chunk.text) <= 420 for chunk in chunks)
+    first_body, second_body = chunks[0].text.split("\n", 1)[1], chunks[1].text.split("\n", 1)[1]
+    assert second_body.split(". ")[0].rstrip(".") in first_body  # the boundary sentence is repeated
+    joined = " ".join(chunk.text for chunk in chunks)
+    assert all(sentence in joined for sentence in sentences)  # nothing lost
+
+
+def test_faq_accepts_question_answer_lists_and_mappings() -> None:
+    listed = kb_service.parse_document(yaml.safe_dump([{"q": "Есть парковка?", "a": "Да, бесплатная."}]), "faq")
+    mapped = kb_service.parse_document(json.dumps({"Оплата": {"Принимаете Kaspi?": "Да, Kaspi QR."}}), "faq")
+
+    assert [(section.heading, section.body) for section in listed] == [("Есть парковка?", "Да, бесплатная.")]
+    assert [(section.heading, section.body) for section in mapped] == [("Оплата > Принимаете Kaspi?", "Да, Kaspi QR.")]
+    with pytest.raises(ValueError):
+        kb_service.parse_document(yaml.safe_dump([{"title": "no answer here"}]), "faq")
+
+
+def test_kazakh_and_transliterated_words_share_terms_with_russian() -> None:
+    def shared(left: str, right: str) -> set[str]:
+        return set(embedding_service.tokenize(left)) & set(embedding_service.tokenize(right))
+
+    assert shared("Жеңілдіктер бар ма?", "скидки для студентов")
+    assert shared("жеткізу", "доставка")
+    assert shared("skolko stoit manikur", "маникюр")
+    assert shared("канша", "қанша") == set() and embedding_service.tokenize("канша") == []  # stopword either way
+    # stable across processes: a salted hash() would differ from run to run
+    assert embedding_service.sparse_query("цена")[0] == embedding_service.sparse_query("цены")[0]
+    assert embedding_service.sparse_query("цена")[0] == [embedding_service._token_index("цен")]
+    assert embedding_service._token_index("цен") == 248488269
+
+
+# --- ingestion lifecycle -------------------------------------------------------------------------
+
+
+def _docx(path: Path, paragraphs: list[tuple[str | None, str]]) -> Path:
+    ns = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
+    body = "".join(
+        "<w:p>" + (f'<w:pPr><w:pStyle w:val="{style}"/></w:pPr>' if style else "") + f"<w:r><w:t>{text}</w:t></w:r></w:p>"
+        for style, text in paragraphs
+    )
+    styles = f'<w:styles {ns}><w:style w:styleId="Heading1"><w:name w:val="heading 1"/></w:style></w:styles>'
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("word/document.xml", f"<w:document {ns}><w:body>{body}</w:body></w:document>")
+        archive.writestr("word/styles.xml", styles)
+    return path
+
+
+def _pdf(path: Path, text: str) -> Path:
+    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    path.write_bytes(bytes(out))
+    return path
+
+
+def test_ingest_every_format_and_find_its_content(kb: None, tmp_path: Path) -> None:
+    files = [
+        _write(tmp_path / "delivery.md", DELIVERY_MD),
+        _write(tmp_path / "notes.txt", "Салон закрыт на санитарный день каждый последний понедельник месяца."),
+        _write(
+            tmp_path / "faq.yaml",
+            yaml.safe_dump([{"question": "Есть ли парковка?", "answer": "Да, бесплатная во дворе."}], allow_unicode=True),
+        ),
+        _write(
+            tmp_path / "faq.json",
+            json.dumps({"Оплата": [{"q": "Принимаете Kaspi?", "a": "Да, Kaspi QR и Kaspi Red."}]}, ensure_ascii=False),
+        ),
+        _docx(tmp_path / "rules.docx", [("Heading1", "Гарантия"), (None, "На маникюр даём гарантию семь дней.")]),
+        _write(tmp_path / "image.png", "not a document"),
+    ]
+    pypdf_available = True
+    try:
+        import pypdf  # noqa: F401
+    except ImportError:
+        pypdf_available = False
+    if pypdf_available:
+        files.append(_pdf(tmp_path / "menu.pdf", "Warranty claims are accepted within 30 days"))
+
+    report = kb_service.ingest_paths(client_id="shop", paths=files)
+
+    assert list(report.failed) == [str(tmp_path / "image.png")]
+    stored = {info.source: info.chunks for info in kb_service.list_sources(client_id="shop")}
+    expected = {"delivery.md": 3, "notes.txt": 1, "faq.yaml": 1, "faq.json": 1, "rules.docx": 1}
+    if pypdf_available:
+        expected["menu.pdf"] = 1
+    assert stored == expected
+    assert _headings("shop", "сколько стоит доставка курьером", 1) == ["Доставка > Стоимость"]
+    assert _headings("shop", "где поставить машину?", 1) == ["Есть ли парковка?"]
+    assert _headings("shop", "можно оплатить через каспи", 1) == ["Оплата > Принимаете Kaspi?"]
+    assert _headings("shop", "гарантия на маникюр", 1) == ["Гарантия"]
+    top = kb_service.search(client_id="shop", query="санитарный день", limit=1)[0]
+    assert (top.source, top.heading) == ("notes.txt", "")
+    if pypdf_available:
+        assert kb_service.search(client_id="shop", query="warranty claims", limit=1)[0].source == "menu.pdf"
+
+
+def test_reingesting_a_changed_file_replaces_its_chunks(kb: None, tmp_path: Path) -> None:
+    path = _write(tmp_path / "delivery.md", DELIVERY_MD)
+    first = kb_service.ingest_paths(client_id="shop", paths=[path])
+    again = kb_service.ingest_paths(client_id="shop", paths=[path])
+    _write(path, DELIVERY_MD.replace("1 500 тенге", "2 700 тенге"))
+    changed = kb_service.ingest_paths(client_id="shop", paths=[path])
+
+    assert [result.status for result in (first.sources[0], again.sources[0], changed.sources[0])] == [
+        "added",
+        "unchanged",
+        "replaced",
+    ]
+    assert kb_service.list_sources(client_id="shop")[0].chunks == 3
+    texts = " ".join(hit.text for hit in kb_service.search(client_id="shop", query="стоимость доставки", limit=5))
+    assert "2 700 тенге" in texts and "1 500 тенге" not in texts
+
+    _write(path, "## Доставка\nТолько самовывоз.")
+    shrunk = kb_service.ingest_paths(client_id="shop", paths=[path])
+    assert (shrunk.sources[0].chunks, shrunk.sources[0].removed) == (1, 2)
+    assert [hit.text for hit in kb_service.search(client_id="shop", query="возврат товара", limit=5)] == ["Доставка\nТолько самовывоз."]
+
+
+def test_list_and_delete_sources_and_clients(kb: None) -> None:
+    kb_service.ingest_text(client_id="shop", source="delivery.md", text=DELIVERY_MD, kind="markdown")
+    kb_service.ingest_text(client_id="shop", source="notes.txt", text="Работаем без выходных.", kind="text")
+    kb_service.ingest_text(client_id="cafe", source="menu.txt", text="Кофе 900 тенге.", kind="text")
+
+    sources = kb_service.list_sources(client_id="shop")
+    assert [(info.source, info.chunks) for info in sources] == [("delivery.md", 3), ("notes.txt", 1)]
+    assert all(info.updated_at.tzinfo is not None for info in sources)
+
+    assert kb_service.delete_source(client_id="shop", source="delivery.md") == 3
+    assert kb_service.delete_source(client_id="shop", source="delivery.md") == 0
+    assert [info.source for info in kb_service.list_sources(client_id="shop")] == ["notes.txt"]
+    assert _headings("shop", "стоимость доставки") == [""]  # only notes.txt is left
+
+    assert kb_service.delete_client(client_id="shop") == 1
+    assert kb_service.list_sources(client_id="shop") == []
+    assert [info.source for info in kb_service.list_sources(client_id="cafe")] == ["menu.txt"]
+
+
+def test_a_client_never_sees_another_clients_chunks(kb: None) -> None:
+    secret = "Пароль от сейфа клиники: синий кит 4471, код доступа в серверную 9090."
+    kb_service.ingest_text(client_id="clinic", source="internal.txt", text=secret, kind="text")
+    kb_service.ingest_text(client_id="salon", source="faq.md", text=DELIVERY_MD, kind="markdown")
+
+    for query in (secret, "пароль от сейфа", "синий кит 4471"):
+        hits = kb_service.search(client_id="salon", query=query, limit=10)
+        assert hits, "the salon's own chunks are still returned"
+        assert all(hit.source == "faq.md" and "4471" not in hit.text for hit in hits)
+        assert kb_service.relevant(client_id="salon", query=query, limit=10) == []
+    assert kb_service.search(client_id="clinic", query="синий кит 4471", limit=1)[0].source == "internal.txt"
+    assert kb_service.search(client_id="nobody", query=secret) == []
+
+
+def test_searching_without_a_client_is_impossible(kb: None) -> None:
+    for client_id in ("", "   "):
+        with pytest.raises(ValueError):
+            kb_service.search(client_id=client_id, query="доставка")
+        with pytest.raises(ValueError):
+            qdrant_service.hybrid_search(
+                collection="knowledge", client_id=client_id, dense=[0.1] * 384, sparse=([1], [1.0]), limit=3, prefetch_limit=5
+            )
+
+
+# --- quality on the fixture ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def salon_kb(kb: None) -> None:
+    report = kb_service.ingest_paths(client_id="zhibek", paths=[FIXTURE / "salon.md", FIXTURE / "faq.yaml"])
+    assert not report.failed
+
+
+def test_fixture_retrieval_quality_does_not_regress(salon_kb: None) -> None:
+    questions = yaml.safe_load((FIXTURE / "questions.yaml").read_text(encoding="utf-8"))["questions"]
+    ranks = []
+    for question in questions:
+        headings = _headings("zhibek", question["q"], 3)
+        ranks.append(next((rank for rank, heading in enumerate(headings) if heading in question["expect"]), None))
+
+    hit_at_1 = sum(rank == 0 for rank in ranks) / len(ranks)
+    hit_at_3 = sum(rank is not None for rank in ranks) / len(ranks)
+    assert hit_at_3 >= 0.9, hit_at_3
+    assert hit_at_1 >= 0.68, hit_at_1  # 0.72 when written; see bench/retrieval_bench.py
+
+
+def test_threshold_keeps_answers_and_drops_off_topic(salon_kb: None) -> None:
+    data = yaml.safe_load((FIXTURE / "questions.yaml").read_text(encoding="utf-8"))
+    rejected = [q["q"] for q in data["off_topic"] if not kb_service.relevant(client_id="zhibek", query=q["q"], limit=3)]
+    assert kb_service.relevant(client_id="zhibek", query="рецепт бешбармака", limit=3) == []
+    assert len(rejected) >= 0.75 * len(data["off_topic"]), rejected
+
+    kept = kb_service.relevant(client_id="zhibek", query="сколько стоит маникюр с покрытием?", limit=3)
+    assert kept and kept[0].heading == "Цены > Маникюр и педикюр"
+    assert all(hit.score >= settings.kb_min_score for hit in kept)
+
+
+# --- failure modes ----------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_unreachable_qdrant_server_fails_fast_with_a_logged_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    embedding_service.get_embedder()  # loaded before timing: only Qdrant is measured
+    monkeypatch.setattr(settings, "qdrant_url", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setattr(settings, "qdrant_timeout_seconds", 2.0)
+    qdrant_service.configure(path=None)
+    try:
+        assert qdrant_service.ping() is False
+        started = time.monotonic()
+        with caplog.at_level(logging.ERROR), pytest.raises(ExternalServiceError) as raised:
+            kb_service.search(client_id="zhibek", query="доставка")
+        elapsed = time.monotonic() - started
+    finally:
+        qdrant_service.close()
+
+    assert raised.value.service == "qdrant" and raised.value.retryable
+    assert elapsed < 5, elapsed
+    failures = [record for record in caplog.records if record.getMessage() == "qdrant.call_failed"]
+    assert failures and getattr(failures[-1], "service", None) == "qdrant"
+
+
+def test_embedded_store_reports_healthy(kb: None) -> None:
+    assert qdrant_service.ping() is True
+
+
+# --- OpenAI embeddings against a local fake of the API ----------------------------------------------
+
+
+class _FakeEmbeddings(BaseHTTPRequestHandler):
+    """POST /v1/embeddings like OpenAI: float or base64 vectors, and a scripted number of 500s first."""
+
+    failures_left: ClassVar[int] = 0
+    requests: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **request})
+        if type(self).failures_left > 0:
+            type(self).failures_left -= 1
+            self._reply(500, {"error": {"message": "boom", "type": "server_error"}})
+            return
+        inputs = request["input"] if isinstance(request["input"], list) else [request["input"]]
+        dims = request.get("dimensions", 8)
+        data = []
+        for index, text in enumerate(inputs):
+            vector = [float(len(text) + index)] + [0.5] * (dims - 1)
+            if request.get("encoding_format") == "base64":
+                encoded: Any = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
+            else:
+                encoded = vector
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        self._reply(200, {"object": "list", "data": data, "model": request["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+
+    def _reply(self, status: int, body: dict[str, Any]) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_openai(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_FakeEmbeddings]]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeEmbeddings)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _FakeEmbeddings.failures_left = 0
+    _FakeEmbeddings.requests = []
+    monkeypatch.setattr(settings, "openai_base_url", f"http://127.0.0.1:{server.server_address[1]}/v1")
+    monkeypatch.setattr(settings, "openai_api_key", SecretStr("sk-test-local"))
+    monkeypatch.setattr(settings, "embedding_model", "text-embedding-3-small")
+    monkeypatch.setattr(settings, "embedding_dimensions", 8)
+    yield _FakeEmbeddings
+    server.shutdown()
+    server.server_close()
+
+
+def test_openai_embedder_talks_to_the_api_and_retries(fake_openai: type[_FakeEmbeddings]) -> None:
+    embedder = embedding_service.OpenAIEmbedder()
+    fake_openai.failures_left = 1
+
+    vectors = embedder.embed_documents(["a", "bbb"])
+    query = embedder.embed_query("cc")
+
+    assert embedder.dim == 8 and embedder.name == "openai-text-embedding-3-small-8"
+    assert [vector[0] for vector in vectors] == [1.0, 4.0] and len(query) == 8
+    assert len(fake_openai.requests) == 3  # one 500, then two successes
+    assert {request["path"] for request in fake_openai.requests} == {"/v1/embeddings"}
+    assert fake_openai.requests[-1]["auth"] == "Bearer sk-test-local"
+    assert fake_openai.requests[-1]["dimensions"] == 8
+
+
+def test_openai_embedder_gives_up_with_external_service_error(fake_openai: type[_FakeEmbeddings]) -> None:
+    embedder = embedding_service.OpenAIEmbedder()
+    fake_openai.failures_left = 10
+
+    with pytest.raises(ExternalServiceError) as raised:
+        embedder.embed_query("привет")
+
+    assert raised.value.service == "openai" and raised.value.retryable
+    assert len(fake_openai.requests) == 3
