@@ -5,11 +5,44 @@ import os
 import tempfile
 
 # Settings are read once at import: point them at test resources before anything from app is imported.
-_TEST_DB = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/truffles_test")
+# Every pytest session gets a database and a Redis database of its own, so parallel runs never collide.
+import redis as _redis  # noqa: E402
+
+_TEST_DB = os.environ.get("TEST_DATABASE_URL", f"postgresql+psycopg2://postgres@127.0.0.1:5432/truffles_test_{os.getpid()}")
+_REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+
+
+def _claim_redis_db() -> str:
+    """The first Redis database (1-15) that no other live test session holds."""
+    for index in range(15, 0, -1):
+        client = _redis.Redis.from_url(f"{_REDIS_BASE}/{index}")
+        if client.set("truffles-test-session", os.getpid(), nx=True, ex=6 * 3600):
+            client.close()
+            return f"{_REDIS_BASE}/{index}"
+        holder = client.get("truffles-test-session")
+        if holder is not None and not _alive(int(holder)):
+            client.set("truffles-test-session", os.getpid(), ex=6 * 3600)
+            client.close()
+            return f"{_REDIS_BASE}/{index}"
+        client.close()
+    raise RuntimeError("no free Redis database for the test session (1-15 are all held)")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_TEST_REDIS = _claim_redis_db()
 os.environ.update(
     {
         "DATABASE_URL": _TEST_DB,
-        "REDIS_URL": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
+        "REDIS_URL": _TEST_REDIS,
         "OPENAI_API_KEY": "",
         "OPENAI_BASE_URL": "",
         "CHATFLOW_URL": "",
@@ -34,6 +67,8 @@ os.environ.update(
     }
 )
 
+import shutil  # noqa: E402
+import time  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -42,6 +77,7 @@ from alembic import command  # noqa: E402
 from alembic.config import Config  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy.exc import OperationalError  # noqa: E402
 
 _url = make_url(_TEST_DB)
 
@@ -57,6 +93,13 @@ def _recreate_database() -> None:
     command.upgrade(config, "head")
 
 
+def _drop_database() -> None:
+    admin = create_engine(_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{_url.database}" WITH (FORCE)'))
+    admin.dispose()
+
+
 _recreate_database()
 
 from fastapi.testclient import TestClient  # noqa: E402
@@ -64,15 +107,27 @@ from pydantic import SecretStr  # noqa: E402
 
 from fakes.chatflow import FakeChatFlow  # noqa: E402
 from fakes.openai_api import FakeOpenAI  # noqa: E402
+from fakes.telegram import FakeTelegram  # noqa: E402
 
 from app.config import settings  # noqa: E402
 from app.db import engine, session_scope  # noqa: E402
 from app.main import app  # noqa: E402
 from app.models import Base  # noqa: E402
 from app.redis_client import redis_client  # noqa: E402
-from app.services import client_service  # noqa: E402
+from app.services import client_service, qdrant_service  # noqa: E402
 
 _TABLES = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_resources() -> Iterator[None]:
+    """Release this session's database and Redis database when it ends."""
+    yield
+    qdrant_service.close()
+    shutil.rmtree(os.environ["QDRANT_PATH"], ignore_errors=True)
+    engine.dispose()
+    _drop_database()
+    redis_client.flushdb()
 
 
 @pytest.fixture(scope="session")
@@ -85,8 +140,17 @@ def api() -> Iterator[TestClient]:
 @pytest.fixture(autouse=True)
 def _clean_state() -> Iterator[None]:
     """Each test starts from empty tables and an empty Redis database."""
-    with engine.begin() as connection:
-        connection.execute(text(f"TRUNCATE {_TABLES} CASCADE"))
+    # The previous test's background jobs may still hold row locks: retry rather than deadlock.
+    for attempt in range(50):
+        try:
+            with engine.begin() as connection:
+                connection.execute(text("SET LOCAL lock_timeout = '1s'"))
+                connection.execute(text(f"TRUNCATE {_TABLES} CASCADE"))
+            break
+        except OperationalError:
+            if attempt == 49:
+                raise
+            time.sleep(0.1)
     redis_client.flushdb()
     client_service.clear_cache()
     yield
@@ -121,6 +185,25 @@ def chatflow(_chatflow_server: FakeChatFlow, monkeypatch: pytest.MonkeyPatch) ->
     _chatflow_server.latency = 0.0
     monkeypatch.setattr(settings, "chatflow_url", _chatflow_server.send_text_url)
     return _chatflow_server
+
+
+TELEGRAM_SECRET = "test-telegram-webhook-secret"
+
+
+@pytest.fixture(scope="session")
+def _telegram_server() -> Iterator[FakeTelegram]:
+    with FakeTelegram() as server:
+        yield server
+
+
+@pytest.fixture
+def telegram(_telegram_server: FakeTelegram, monkeypatch: pytest.MonkeyPatch) -> FakeTelegram:
+    """The Telegram Bot API served by the local fake, and the webhook secret the service expects."""
+    _telegram_server.reset()
+    _telegram_server.latency = 0.0
+    monkeypatch.setattr(settings, "telegram_api_url", _telegram_server.url)
+    monkeypatch.setattr(settings, "telegram_webhook_secret", SecretStr(TELEGRAM_SECRET))
+    return _telegram_server
 
 
 @pytest.fixture
