@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from app.config import settings
 from app.db import session_scope
 from app.models import Client, Conversation, Message, User
-from app.services import client_service
+from app.services import client_service, intent_service, telegram_service
 from app.utils.errors import ConfigError, TrufflesError
 
 Command = Callable[[argparse.Namespace], int]
@@ -200,6 +200,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_intent(args: argparse.Namespace) -> int:
+    """Classify a customer message the way the pipeline does."""
+    result = intent_service.classify(args.text) if args.llm else intent_service.classify_heuristic(args.text)
+    if args.json:
+        print(json.dumps({"intent": result.intent, "confidence": round(result.confidence, 3), "source": result.source}, ensure_ascii=False))
+    else:
+        escalate = " (escalate)" if result.intent in intent_service.ESCALATE_INTENTS else ""
+        print(f"{result.intent}{escalate}  confidence={result.confidence:.2f}  source={result.source}")
+    return 0
+
+
+def cmd_telegram_check(args: argparse.Namespace) -> int:
+    """Can the client's bot create topics and pin cards in its chat?"""
+    with session_scope() as session:
+        client = client_service.get_by_slug(session, args.client)
+        bot, chat_id = telegram_service.bot_for(client), telegram_service.chat_for(client)
+    try:
+        rows = telegram_service.check_chat(bot, chat_id=chat_id)
+    except telegram_service.TelegramError as exc:
+        print(f"FAIL  Telegram refused: {exc.message}")
+        return 1
+    for check, ok, detail in rows:
+        note = f"  ({detail})" if detail and (not ok or check == "bot token valid") else ""
+        print(f"{'ok  ' if ok else 'FAIL'}  {check}{note}")
+    return 0 if all(ok for _, ok, _ in rows) else 1
+
+
+def cmd_telegram_set_webhook(args: argparse.Namespace) -> int:
+    """Point the client's bot at this service, with the secret token Telegram will send back."""
+    secret = settings.require("telegram_webhook_secret")
+    with session_scope() as session:
+        bot = telegram_service.bot_for(client_service.get_by_slug(session, args.client))
+    url = args.url.rstrip("/")
+    if not url.endswith("/telegram-webhook"):
+        url += "/telegram-webhook"
+    telegram_service.set_webhook(bot, url=url, secret=secret)
+    print(f"webhook set: {url} (secret token from TELEGRAM_WEBHOOK_SECRET)")
+    return 0
+
+
 def _add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-file", help="file with the system prompt for this client")
     parser.add_argument("--chatflow-token")
@@ -241,6 +281,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--chatflow-token")
     demo.add_argument("--chatflow-instance", default="demo")
     demo.set_defaults(func=cmd_demo)
+
+    intent = sub.add_parser("intent", help="classify a customer message")
+    intent.add_argument("text")
+    intent.add_argument("--json", action="store_true")
+    intent.add_argument("--llm", action="store_true", help="also ask the language model about unclear cases")
+    intent.set_defaults(func=cmd_intent)
+
+    tg = sub.add_parser("telegram", help="check and connect a client's Telegram bot").add_subparsers(dest="action", required=True)
+    check = tg.add_parser("check", help="bot rights in the client's chat (topics, pins)")
+    check.add_argument("--client", required=True)
+    check.set_defaults(func=cmd_telegram_check)
+    hook = tg.add_parser("set-webhook", help="set the bot's webhook to this service, with the secret token")
+    hook.add_argument("--client", required=True)
+    hook.add_argument("--url", required=True, help="the service's public base URL")
+    hook.set_defaults(func=cmd_telegram_set_webhook)
 
     sim = sub.add_parser("simulate", help="send a customer message to the running service and print the reply")
     sim.add_argument("--client", required=True)

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import worker
 from app.config import settings
-from app.routers import health, webhook
+from app.routers import health, telegram_webhook, webhook
 from app.services.maintenance_service import Maintenance
 from app.utils.errors import TrufflesError
 from app.utils.logging import setup_logging
@@ -115,6 +115,7 @@ def create_app() -> FastAPI:
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(webhook.router)
+    app.include_router(telegram_webhook.router)
     app.include_router(health.router)
 
     @app.exception_handler(TrufflesError)

@@ -6,7 +6,9 @@ import dramatiq
 
 from app.config import settings
 from app.queue import QUEUE, broker
-from app.services import message_service, outbox_service
+
+# manager_service registers the outbox handler for managers' replies.
+from app.services import manager_service, message_service, outbox_service  # noqa: F401
 from app.utils.logging import setup_logging
 
 setup_logging(settings.log_level, settings.log_format)

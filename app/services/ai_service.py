@@ -72,16 +72,23 @@ def build_messages(
 
 
 def complete(
-    messages: list[dict[str, str]], *, max_tokens: int | None = None, json_mode: bool = False, log_extra: dict[str, object] | None = None
+    messages: list[dict[str, str]],
+    *,
+    max_tokens: int | None = None,
+    json_mode: bool = False,
+    timeout: float | None = None,
+    log_extra: dict[str, object] | None = None,
 ) -> str:
     """One chat completion with the configured timeout and one retry; raises ExternalServiceError on failure."""
     started = time.monotonic()
     extra = {"service": SERVICE, "model": settings.openai_model, **(log_extra or {})}
     try:
-        text = _complete_with_retry(messages, max_tokens or settings.openai_max_tokens, json_mode)
+        text = _complete_with_retry(
+            messages, max_tokens or settings.openai_max_tokens, json_mode, timeout or settings.openai_timeout_seconds
+        )
     except ConfigError:
         raise
-    except (openai.APIError, ValueError) as exc:
+    except (openai.APIError, ValueError, AttributeError, TypeError) as exc:  # a proxy's HTML 200 is not a completion
         logger.error(
             "ai.call_failed",
             extra={**extra, "error_type": type(exc).__name__, "error": str(exc)[:300], "elapsed_ms": _ms(started)},
@@ -119,13 +126,14 @@ def _log_retry(state: RetryCallState) -> None:
     before_sleep=_log_retry,
     reraise=True,
 )
-def _complete_with_retry(messages: list[dict[str, str]], max_tokens: int, json_mode: bool) -> str:
+def _complete_with_retry(messages: list[dict[str, str]], max_tokens: int, json_mode: bool, timeout: float) -> str:
     response = client().chat.completions.create(
         model=settings.openai_model,
         messages=messages,  # type: ignore[arg-type]
         max_tokens=max_tokens,
         temperature=0.3,
         response_format={"type": "json_object"} if json_mode else openai.omit,
+        timeout=timeout,
     )
     content = response.choices[0].message.content if response.choices else None
     if not content or not content.strip():

@@ -6,7 +6,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
@@ -20,12 +20,11 @@ from app.models import Client, Conversation, Message, User
 from app.redis_client import redis_client
 from app.schemas.chatflow import ChatFlowWebhook
 from app.schemas.client import ClientSettings
-from app.services import ai_service, buffer_service, client_service, escalation_service, outbox_service
+from app.services import ai_service, buffer_service, client_service, escalation_service, intent_service, outbox_service, replies
 from app.services.ai_service import ChatTurn
 from app.services.client_service import ClientInfo
 from app.services.replies import FALLBACK_RESPONSES, NOT_CONFIGURED
 from app.utils.errors import BadRequest, ConfigError, ExternalServiceError
-from app.utils.text import split_text
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +112,8 @@ def _ingest_from_me(*, client: ClientInfo, payload: ChatFlowWebhook, phone: str,
     stored = _store(client_id=client.id, payload=payload, phone=phone, role="manager", status="ignored", source="business_phone")
     if stored is None:
         return IngestResult("duplicate")
+    with session_scope() as session:
+        escalation_service.mute_for_staff(session, conversation_id=stored[1], minutes=client.settings.staff_mute_minutes)
     logger.info("webhook.ignored", extra={**log, "reason": "from_me", "conversation_id": str(stored[1])})
     return IngestResult("ignored", "from_me", conversation_id=stored[1])
 
@@ -175,10 +176,11 @@ class Turn:
     prompt: str
     client_settings: ClientSettings
     phone: str
+    customer_name: str | None
     messages: list[Message]
     history: list[ChatTurn]
     bot_muted: bool
-    has_open_handover: bool
+    handover_status: str | None
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -191,10 +193,14 @@ class Turn:
 
 
 @dataclass(frozen=True)
-class Reply:
-    text: str | None
-    escalate_reason: str | None = None
+class Decision:
+    """What the turn does. Decided outside any transaction (it may call the LLM), applied in one."""
+
+    action: str  # "answer" | "escalate" | "forward" | "opt_out" | "store"
+    text: str | None = None  # what the customer is sent
+    reason: str | None = None  # handover reason, for "escalate"
     intent: str | None = None
+    intent_source: str | None = None
 
 
 def process_turn(conversation_id: uuid.UUID) -> str:
@@ -221,9 +227,9 @@ def _run_turn(conversation_id: uuid.UUID) -> str:
     turn = _open_turn(conversation_id)
     if turn is None:
         return "empty"
-    reply = _decide(turn)
-    outcome, outbox_id = _finish(turn, reply)
-    if outbox_id is not None:
+    decision = _decide(turn)
+    outcome, outbox_ids = _finish(turn, decision)
+    for outbox_id in outbox_ids:
         outbox_service.deliver(outbox_id)
     logger.info(
         "turn.processed",
@@ -231,8 +237,9 @@ def _run_turn(conversation_id: uuid.UUID) -> str:
             **turn.log,
             "outcome": outcome,
             "messages": len(turn.messages),
-            "intent": reply.intent,
-            "escalated": reply.escalate_reason,
+            "intent": decision.intent,
+            "intent_source": decision.intent_source,
+            "escalated": decision.reason,
             "response_time_ms": _response_time_ms(turn),
             "processing_ms": int((time.monotonic() - turn.started) * 1000),
         },
@@ -260,7 +267,7 @@ def _open_turn(conversation_id: uuid.UUID) -> Turn | None:
         client = session.get(Client, conversation.client_id)
         user = session.get(User, conversation.user_id)
         assert client is not None and user is not None
-        now = _db_now(session)
+        handover = escalation_service.open_handover(session, conversation_id)
         return Turn(
             id=turn_id,
             conversation_id=conversation_id,
@@ -270,10 +277,11 @@ def _open_turn(conversation_id: uuid.UUID) -> Turn | None:
             prompt=client.prompt,
             client_settings=client_service.settings_of(client),
             phone=user.phone,
+            customer_name=user.name,
             messages=claimed,
             history=_history(session, conversation_id, turn_id),
-            bot_muted=conversation.bot_muted(now),
-            has_open_handover=escalation_service.open_handover(session, conversation_id) is not None,
+            bot_muted=conversation.bot_muted(_db_now(session)),
+            handover_status=handover.status if handover else None,
         )
 
 
@@ -293,14 +301,32 @@ def _history(session: Session, conversation_id: uuid.UUID, turn_id: uuid.UUID) -
     return [ChatTurn("user" if role == "user" else "assistant", content) for role, content in reversed(rows)]
 
 
-def _decide(turn: Turn) -> Reply:
-    """What to answer. Runs outside any transaction: it calls the language model."""
-    if turn.has_open_handover or turn.bot_muted:
-        return Reply(text=None)
+def _decide(turn: Turn) -> Decision:
+    """Route the turn: a manager's conversation, a muted bot, the customer's "no", a request for a human, or an answer."""
     if not turn.text.strip():
-        return Reply(text=None)
+        return Decision("forward" if turn.handover_status else "store")
+    intent = intent_service.classify(turn.text, history=turn.history)
+    base = {"intent": intent.intent, "intent_source": intent.source}
+    if turn.handover_status is not None:
+        if intent.intent == "opt_out" and turn.handover_status == "pending":
+            return Decision("opt_out", text=replies.OPT_OUT_ACK, **base)
+        return Decision("forward", **base)
+    if turn.bot_muted:
+        if intent.intent == "human_request":
+            return Decision("escalate", text=replies.HANDOVER_ACK, reason="human_request", **base)
+        return Decision("store", **base)
+    if intent.intent == "opt_out":
+        return Decision("opt_out", text=replies.OPT_OUT_ACK, **base)
+    if intent.intent in intent_service.ESCALATE_INTENTS:
+        ack = replies.HANDOVER_ACK_FRUSTRATION if intent.intent == "frustration" else replies.HANDOVER_ACK
+        return Decision("escalate", text=ack, reason=intent.intent, **base)
+    return _answer(turn, base)
+
+
+def _answer(turn: Turn, base: dict[str, Any]) -> Decision:
+    """The assistant's answer; when the model fails the customer is told honestly and a manager is called."""
     if not ai_service.is_configured():
-        return Reply(text=NOT_CONFIGURED)
+        return Decision("answer", text=NOT_CONFIGURED, **base)
     try:
         answer = ai_service.generate_reply(
             system_prompt=turn.prompt,
@@ -310,57 +336,87 @@ def _decide(turn: Turn) -> Reply:
             log_extra=turn.log,
         )
     except ConfigError:
-        return Reply(text=NOT_CONFIGURED)
+        return Decision("answer", text=NOT_CONFIGURED, **base)
     except ExternalServiceError:
-        return Reply(text=FALLBACK_RESPONSES["ai_error"], escalate_reason="ai_error")
-    return Reply(text=answer)
+        return Decision("escalate", text=FALLBACK_RESPONSES["ai_error"], reason="ai_error", **base)
+    return Decision("answer", text=answer, **base)
 
 
-def _finish(turn: Turn, reply: Reply) -> tuple[str, uuid.UUID | None]:
-    """Commit the turn's outcome, unless the customer wrote again meanwhile: then one later answer covers all."""
+def _finish(turn: Turn, decision: Decision) -> tuple[str, list[uuid.UUID]]:
+    """Apply the decision in one transaction, unless the customer wrote again meanwhile: then one later turn covers all."""
     with session_scope() as session:
         conversation = session.scalar(select(Conversation).where(Conversation.id == turn.conversation_id).with_for_update())
         assert conversation is not None
         newer = session.scalar(select(exists().where(Message.conversation_id == turn.conversation_id, Message.status == "received")))
-        if newer and reply.text is not None:
+        if newer:
             session.execute(
                 update(Message)
                 .where(Message.turn_id == turn.id, Message.status == "processing")
                 .values(status="received", turn_id=None, claimed_at=None)
             )
-            return "superseded", None
-        if reply.escalate_reason:
-            escalation_service.escalate(session, conversation=conversation, reason=reply.escalate_reason)
+            return "superseded", []
+        handover = escalation_service.open_handover(session, conversation.id, lock=True)
+        if handover is not None and decision.action in ("answer", "escalate", "store"):
+            # A manager stepped in while this turn was being decided: the bot keeps quiet.
+            decision = Decision("forward", intent=decision.intent, intent_source=decision.intent_source)
         session.execute(
             update(Message)
             .where(Message.turn_id == turn.id, Message.status == "processing")
-            .values(status="processed", intent=reply.intent)
+            .values(status="processed", intent=decision.intent)
         )
-        if reply.text is None:
-            return ("muted" if turn.bot_muted or turn.has_open_handover else "no_reply"), None
-        answer = Message(
-            client_id=turn.client_id,
-            conversation_id=turn.conversation_id,
-            role="assistant",
-            type="text",
-            content=reply.text,
-            status="pending",
-            turn_id=turn.id,
-            meta={"reason": reply.escalate_reason} if reply.escalate_reason else {},
-        )
-        session.add(answer)
-        session.flush()
-        outbox_id = outbox_service.add(
-            session,
-            client_id=turn.client_id,
-            conversation_id=turn.conversation_id,
-            channel="whatsapp",
-            kind="text",
-            payload={"phone": turn.phone, "parts": split_text(reply.text)},
-            dedup_key=f"reply:{turn.id}",
-            message_id=answer.id,
-        )
-        return "answered", outbox_id
+        outcome = decision.action
+        if decision.action == "forward":
+            _forward(session, turn)
+            escalation_service.touch(session, conversation.id)
+        elif decision.action == "escalate":
+            escalation = escalation_service.escalate(
+                session, conversation=conversation, reason=decision.reason or "human_request", client_settings=turn.client_settings
+            )
+            if not escalation.created:
+                _forward(session, turn, repeat=True)
+                outcome = "escalate_repeat"
+            text_ = decision.text if escalation.created else replies.HANDOVER_ALREADY
+            _reply(session, turn, text_, reason=decision.reason)
+        elif decision.action == "opt_out":
+            if handover is not None and handover.status == "pending":
+                escalation_service.cancel(session, handover=handover, conversation=conversation)
+            _mute_for_opt_out(session, conversation, turn.client_settings)
+            _reply(session, turn, decision.text or replies.OPT_OUT_ACK, reason="opt_out")
+        elif decision.action == "answer" and decision.text:
+            _reply(session, turn, decision.text)
+        else:
+            outcome = "stored"
+        outbox_ids = outbox_service.written(session)
+    return outcome, outbox_ids
+
+
+def _reply(session: Session, turn: Turn, text_: str, *, reason: str | None = None) -> uuid.UUID:
+    return outbox_service.queue_whatsapp_text(
+        session,
+        client_id=turn.client_id,
+        conversation_id=turn.conversation_id,
+        phone=turn.phone,
+        text=text_,
+        turn_id=turn.id,
+        meta={"reason": reason} if reason else None,
+        dedup_key=f"reply:{turn.id}",
+    )
+
+
+def _forward(session: Session, turn: Turn, *, repeat: bool = False) -> uuid.UUID:
+    """The customer's turn into their Telegram topic, escaped so no character can break the message."""
+    body = escalation_service.customer_line(turn.customer_name, turn.text or "(сообщение без текста)")
+    if repeat:
+        body = "🔁 Клиент снова просит менеджера\n" + body
+    return escalation_service.queue_topic_text(session, client_id=turn.client_id, conversation_id=turn.conversation_id, text=body)
+
+
+def _mute_for_opt_out(session: Session, conversation: Conversation, client_settings: ClientSettings) -> None:
+    """The customer asked us to stop: 30 minutes the first time, 24 hours after that (per client)."""
+    minutes = client_settings.mute_minutes_first if conversation.mute_count == 0 else client_settings.mute_minutes_repeat
+    conversation.bot_status = "muted"
+    conversation.bot_muted_until = _db_now(session) + timedelta(minutes=minutes)
+    conversation.mute_count += 1
 
 
 def _response_time_ms(turn: Turn) -> int:

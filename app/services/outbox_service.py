@@ -22,6 +22,7 @@ from app.models import Client, Conversation, Message, OutboxItem, User
 from app.redis_client import redis_client
 from app.services import whatsapp_service
 from app.utils.errors import ConfigError, ExternalServiceError
+from app.utils.text import split_text
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +91,54 @@ def add(
     item_id = session.scalar(stmt)
     if item_id is None:
         item_id = session.scalar(select(OutboxItem.id).where(OutboxItem.dedup_key == dedup_key))
+    else:
+        session.info.setdefault("outbox_ids", []).append(item_id)
     assert item_id is not None
     return item_id
+
+
+def queue_whatsapp_text(
+    session: Session,
+    *,
+    client_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    phone: str,
+    text: str,
+    role: str = "assistant",
+    kind: str = "text",
+    turn_id: uuid.UUID | None = None,
+    meta: dict[str, Any] | None = None,
+    dedup_key: str | None = None,
+    extra_payload: dict[str, Any] | None = None,
+) -> uuid.UUID:
+    """Store a message to the customer and its outbox item in the caller's transaction (split at 4096)."""
+    message = Message(
+        client_id=client_id,
+        conversation_id=conversation_id,
+        role=role,
+        type="text",
+        content=text,
+        status="pending",
+        turn_id=turn_id,
+        meta=meta or {},
+    )
+    session.add(message)
+    session.flush()
+    return add(
+        session,
+        client_id=client_id,
+        conversation_id=conversation_id,
+        channel="whatsapp",
+        kind=kind,
+        payload={"phone": phone, "parts": split_text(text), **(extra_payload or {})},
+        dedup_key=dedup_key,
+        message_id=message.id,
+    )
+
+
+def written(session: Session) -> list[uuid.UUID]:
+    """Items this transaction wrote, in order: deliver them once it has committed."""
+    return list(session.info.get("outbox_ids", []))
 
 
 def deliver(item_id: uuid.UUID) -> str:
@@ -112,7 +159,8 @@ def deliver(item_id: uuid.UUID) -> str:
         return _failed(delivery, f"{type(exc).__name__}: {exc}", retryable=True)
     with session_scope() as session:
         item = session.get(OutboxItem, delivery.id)
-        assert item is not None
+        if item is None:  # deleted with its client meanwhile
+            return "skipped"
         item.status, item.sent_at, item.locked_until, item.result, item.last_error = "sent", _now(session), None, result, None
         if item.message_id:
             session.execute(update(Message).where(Message.id == item.message_id).values(status="sent"))
@@ -120,6 +168,14 @@ def deliver(item_id: uuid.UUID) -> str:
         "outbox.sent", extra={"outbox_id": str(item_id), "channel": delivery.channel, "kind": delivery.kind, "attempt": delivery.attempts}
     )
     return "sent"
+
+
+def deliver_soon(item_id: uuid.UUID) -> None:
+    """Hand an item to a worker now; if the queue is unreachable the maintenance sweep sends it."""
+    try:
+        queue.enqueue(DELIVER_OUTBOX, str(item_id))
+    except redis.RedisError:
+        logger.warning("outbox.enqueue_failed", extra={"outbox_id": str(item_id)})
 
 
 def redrive(limit: int = 200) -> int:
@@ -195,7 +251,8 @@ def _failed(delivery: Delivery, error: str, *, retryable: bool) -> str:
     delay = _BACKOFF_SECONDS[min(delivery.attempts - 1, len(_BACKOFF_SECONDS) - 1)]
     with session_scope() as session:
         item = session.get(OutboxItem, delivery.id)
-        assert item is not None
+        if item is None:
+            return "skipped"
         item.last_error, item.locked_until = error[:1000], None
         if give_up:
             item.status = "failed"
@@ -252,7 +309,7 @@ def _digest(text: str) -> str:
 
 
 @handler("whatsapp", "text")
-def _deliver_whatsapp_text(delivery: Delivery, save_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def deliver_whatsapp_text(delivery: Delivery, save_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Send the parts in order, recording each, so a retry resumes after the last part delivered."""
     phone = delivery.payload.get("phone") or delivery.phone
     if not phone:

@@ -9,3 +9,18 @@ FALLBACK_RESPONSES = {
 
 # Answered when no language model is configured and nothing else can answer.
 NOT_CONFIGURED = "Здравствуйте! Сейчас я не могу ответить сам. Передам ваш вопрос коллегам, вам ответят."
+
+# Escalation: said once, only after the handover exists.
+HANDOVER_ACK = "Передаю ваш вопрос менеджеру — свяжется в ближайшее время."
+HANDOVER_ACK_FRUSTRATION = "Простите, что так вышло. Уже передаю ваш вопрос менеджеру — он свяжется с вами в ближайшее время."
+HANDOVER_ALREADY = "Менеджер уже получил ваш запрос и скоро ответит."
+MANAGER_JOINED = "Вам отвечает менеджер {name}."
+HANDOVER_TIMEOUT = (
+    "Извините, менеджеры сейчас не успели ответить. Я снова на связи и постараюсь помочь, а ваш вопрос коллеги увидят в истории."
+)
+
+# The customer's "no": the bot steps back.
+OPT_OUT_ACK = "Хорошо, больше не буду писать. Если понадоблюсь — просто напишите."
+
+# Media and voice notes.
+VOICE_NOT_RECOGNISED = "Не удалось распознать голосовое сообщение, напишите, пожалуйста, текстом."

@@ -1,0 +1,232 @@
+"""The Telegram Bot API over HTTP: forum topics, messages, buttons, pins. Owns timeouts, retries and the
+translation of Bot API errors into the few cases callers act on."""
+
+import html
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from app.config import settings
+from app.models import Client
+from app.utils.errors import ConfigError, ExternalServiceError
+from app.utils.text import split_text
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "telegram"
+TEXT_LIMIT = 4096
+TOPIC_NAME_LIMIT = 128
+# A 429 asking to wait longer than this is not slept on inside a job: the outbox retries later instead.
+_MAX_INLINE_RETRY_AFTER = 10.0
+
+_session = requests.Session()
+_session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=32))
+_session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=32))
+
+
+class TelegramError(ExternalServiceError):
+    def __init__(self, message: str, *, code: int | None = None, retryable: bool = True, retry_after: float | None = None) -> None:
+        super().__init__(SERVICE, message, retryable=retryable)
+        self.code = code
+        self.retry_after = retry_after
+
+
+class TopicNotFound(TelegramError):
+    """The forum topic was deleted (or never existed): recreate it and go on."""
+
+
+class BotBlocked(TelegramError):
+    """The bot was kicked from the chat or lost its rights: nothing to retry until an operator fixes it."""
+
+
+@dataclass(frozen=True)
+class Bot:
+    token: str
+
+    @property
+    def id(self) -> int:
+        head = self.token.split(":", 1)[0]
+        return int(head) if head.isdigit() else 0
+
+
+def bot_for(client: Client) -> Bot:
+    """The client's own bot, else the deployment's default bot."""
+    token = client.telegram_bot_token or (settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else None)
+    if not token:
+        raise ConfigError(f"TELEGRAM_BOT_TOKEN is not set and client '{client.slug}' has no telegram bot token")
+    return Bot(token)
+
+
+def chat_for(client: Client) -> int:
+    if client.telegram_chat_id is None:
+        raise ConfigError(f"client '{client.slug}' has no telegram chat id (python -m app.cli client update --telegram-chat-id)")
+    return client.telegram_chat_id
+
+
+def escape(text: str) -> str:
+    """Customer text shown in an HTML-formatted message: '<', '>' and '&' can never break it."""
+    return html.escape(text, quote=False)
+
+
+def call(bot: Bot, method: str, params: dict[str, Any], *, files: dict[str, tuple[str, bytes, str]] | None = None) -> Any:
+    """Call a Bot API method; returns `result`. One retry on network errors, 5xx and short 429s."""
+    attempts = 2
+    for attempt in range(1, attempts + 1):
+        try:
+            return _call_once(bot, method, params, files)
+        except TelegramError as exc:
+            last = exc
+            if not exc.retryable or attempt == attempts:
+                break
+            wait = exc.retry_after if exc.retry_after is not None else 0.5
+            if wait > _MAX_INLINE_RETRY_AFTER:
+                break
+            logger.warning("telegram.retry", extra={"service": SERVICE, "method": method, "attempt": attempt, "wait_seconds": wait})
+            time.sleep(wait)
+    logger.error(
+        "telegram.call_failed",
+        extra={
+            "service": SERVICE,
+            "method": method,
+            "error_type": type(last).__name__,
+            "error_code": last.code,
+            "error": last.message[:300],
+        },
+    )
+    raise last
+
+
+def _call_once(bot: Bot, method: str, params: dict[str, Any], files: dict[str, tuple[str, bytes, str]] | None) -> Any:
+    url = f"{settings.telegram_api_url.rstrip('/')}/bot{bot.token}/{method}"
+    timeout = (3.05, settings.telegram_timeout_seconds)
+    try:
+        if files:
+            form = {k: (v if isinstance(v, str) else _json(v)) for k, v in params.items() if v is not None}
+            response = _session.post(url, data=form, files=files, timeout=timeout)
+        else:
+            response = _session.post(url, json={k: v for k, v in params.items() if v is not None}, timeout=timeout)
+    except requests.RequestException as exc:
+        # Never include the URL: it carries the bot token.
+        raise TelegramError(f"{method}: {type(exc).__name__}") from None
+    try:
+        body = response.json()
+    except ValueError:
+        raise TelegramError(f"{method}: HTTP {response.status_code}, body is not JSON", code=response.status_code) from None
+    if isinstance(body, dict) and body.get("ok") is True:
+        return body.get("result")
+    body = body if isinstance(body, dict) else {}
+    code = int(body.get("error_code") or response.status_code)
+    description = str(body.get("description") or f"HTTP {response.status_code}")
+    lowered = description.lower()
+    if "message is not modified" in lowered:
+        return None  # a double press or a repeated edit: the message already shows what we want
+    if "message thread not found" in lowered or "topic_deleted" in lowered or "thread not found" in lowered:
+        raise TopicNotFound(f"{method}: {description}", code=code, retryable=False)
+    if code == 429:
+        retry_after = float((body.get("parameters") or {}).get("retry_after") or 1)
+        raise TelegramError(f"{method}: {description}", code=code, retry_after=retry_after)
+    if code == 403 or "not enough rights" in lowered or "chat not found" in lowered:
+        raise BotBlocked(f"{method}: {description}", code=code, retryable=False)
+    raise TelegramError(f"{method}: {description}", code=code, retryable=code >= 500)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def create_topic(bot: Bot, *, chat_id: int, name: str) -> int:
+    result = call(bot, "createForumTopic", {"chat_id": chat_id, "name": name[:TOPIC_NAME_LIMIT]})
+    return int(result["message_thread_id"])
+
+
+def send_message(
+    bot: Bot,
+    *,
+    chat_id: int,
+    text: str,
+    thread_id: int | None = None,
+    reply_markup: dict[str, Any] | None = None,
+    reply_to: int | None = None,
+) -> int:
+    """Send one HTML message (at most 4096 characters); returns its message_id."""
+    params: dict[str, Any] = {
+        "chat_id": chat_id,
+        "text": text,
+        "parse_mode": "HTML",
+        "message_thread_id": thread_id,
+        "reply_markup": reply_markup,
+        "link_preview_options": {"is_disabled": True},
+    }
+    if reply_to:
+        params["reply_parameters"] = {"message_id": reply_to, "allow_sending_without_reply": True}
+    return int(call(bot, "sendMessage", params)["message_id"])
+
+
+def send_long(bot: Bot, *, chat_id: int, text: str, thread_id: int | None = None) -> list[int]:
+    """Send text of any length as consecutive messages of at most 4096 characters."""
+    return [send_message(bot, chat_id=chat_id, text=part, thread_id=thread_id) for part in split_text(text, TEXT_LIMIT)]
+
+
+def edit_message(bot: Bot, *, chat_id: int, message_id: int, text: str, reply_markup: dict[str, Any] | None) -> None:
+    call(
+        bot,
+        "editMessageText",
+        {
+            "chat_id": chat_id,
+            "message_id": message_id,
+            "text": text,
+            "parse_mode": "HTML",
+            "reply_markup": reply_markup or {"inline_keyboard": []},
+            "link_preview_options": {"is_disabled": True},
+        },
+    )
+
+
+def pin(bot: Bot, *, chat_id: int, message_id: int) -> None:
+    call(bot, "pinChatMessage", {"chat_id": chat_id, "message_id": message_id, "disable_notification": True})
+
+
+def unpin(bot: Bot, *, chat_id: int, message_id: int) -> None:
+    call(bot, "unpinChatMessage", {"chat_id": chat_id, "message_id": message_id})
+
+
+def send_file(
+    bot: Bot, *, chat_id: int, thread_id: int | None, kind: str, filename: str, data: bytes, mimetype: str, caption: str | None
+) -> int:
+    """Send a customer's file into the topic (photo, voice, audio or document)."""
+    method, field = {"image": ("sendPhoto", "photo"), "audio": ("sendVoice", "voice")}.get(kind, ("sendDocument", "document"))
+    params: dict[str, Any] = {"chat_id": str(chat_id), "message_thread_id": str(thread_id) if thread_id else None}
+    if caption:
+        params["caption"] = caption[:1024]
+        params["parse_mode"] = "HTML"
+    result = call(bot, method, params, files={field: (filename, data, mimetype)})
+    return int(result["message_id"])
+
+
+def check_chat(bot: Bot, *, chat_id: int) -> list[tuple[str, bool, str]]:
+    """What the operator must fix for handovers to work in this chat: (check, ok, detail) rows."""
+    rows: list[tuple[str, bool, str]] = []
+    me = call(bot, "getMe", {})
+    rows.append(("bot token valid", True, f"@{me.get('username')}"))
+    chat = call(bot, "getChat", {"chat_id": chat_id})
+    rows.append(("chat is a supergroup", chat.get("type") == "supergroup", str(chat.get("type"))))
+    rows.append(("forum topics enabled", bool(chat.get("is_forum")), "enable Topics in the group settings"))
+    member = call(bot, "getChatMember", {"chat_id": chat_id, "user_id": me["id"]})
+    is_admin = member.get("status") in ("administrator", "creator")
+    rows.append(("bot is an administrator", is_admin, str(member.get("status"))))
+    rows.append(("bot can manage topics", is_admin and bool(member.get("can_manage_topics", member.get("status") == "creator")), ""))
+    rows.append(("bot can pin messages", is_admin and bool(member.get("can_pin_messages", member.get("status") == "creator")), ""))
+    return rows
+
+
+def set_webhook(bot: Bot, *, url: str, secret: str) -> None:
+    call(
+        bot,
+        "setWebhook",
+        {"url": url, "secret_token": secret, "allowed_updates": ["message", "callback_query"], "drop_pending_updates": False},
+    )
