@@ -5,44 +5,59 @@ import os
 import tempfile
 
 # Settings are read once at import: point them at test resources before anything from app is imported.
-# Every pytest session gets a database and a Redis database of its own, so parallel runs never collide.
-import redis as _redis  # noqa: E402
+# Every pytest session gets a PostgreSQL database and a Redis server of its own (started here on a free
+# port), so parallel runs never collide and tests can stop Redis for real.
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
 
 _TEST_DB = os.environ.get("TEST_DATABASE_URL", f"postgresql+psycopg2://postgres@127.0.0.1:5432/truffles_test_{os.getpid()}")
-_REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 
 
-def _claim_redis_db() -> str:
-    """The first Redis database (1-15) that no other live test session holds."""
-    for index in range(15, 0, -1):
-        client = _redis.Redis.from_url(f"{_REDIS_BASE}/{index}")
-        if client.set("truffles-test-session", os.getpid(), nx=True, ex=6 * 3600):
-            client.close()
-            return f"{_REDIS_BASE}/{index}"
-        holder = client.get("truffles-test-session")
-        if holder is not None and not _alive(int(holder)):
-            client.set("truffles-test-session", os.getpid(), ex=6 * 3600)
-            client.close()
-            return f"{_REDIS_BASE}/{index}"
-        client.close()
-    raise RuntimeError("no free Redis database for the test session (1-15 are all held)")
+class RedisServer:
+    """A private redis-server for the session; stop() and start() simulate an outage on the same port."""
+
+    def __init__(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed: the tests run their own Redis (apt-get install redis-server)")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("the test redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-_TEST_REDIS = _claim_redis_db()
+REDIS = RedisServer()
+REDIS.start()
+atexit.register(REDIS.stop)
 os.environ.update(
     {
         "DATABASE_URL": _TEST_DB,
-        "REDIS_URL": _TEST_REDIS,
+        "REDIS_URL": REDIS.url,
         "OPENAI_API_KEY": "",
         "OPENAI_BASE_URL": "",
         "CHATFLOW_URL": "",
@@ -67,8 +82,6 @@ os.environ.update(
     }
 )
 
-import shutil  # noqa: E402
-import time  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -127,7 +140,7 @@ def _session_resources() -> Iterator[None]:
     shutil.rmtree(os.environ["QDRANT_PATH"], ignore_errors=True)
     engine.dispose()
     _drop_database()
-    redis_client.flushdb()
+    REDIS.stop()
 
 
 @pytest.fixture(scope="session")
