@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     media_allowed_hosts: Annotated[list[str], NoDecode] = []
     media_max_bytes: int = 20 * 1024 * 1024
     media_max_seconds: int = 600
+    # Downloads may reach private/loopback/link-local addresses. Only for tests and local development
+    # (the fakes listen on 127.0.0.1); in production this would let a forged mediaData.url probe the LAN.
+    media_allow_private_hosts: bool = False
+    media_connect_timeout_seconds: float = 3.05
+    media_read_timeout_seconds: float = 15.0
+    # Ceiling on one whole download (a server trickling bytes would otherwise hold a worker thread)
+    media_download_timeout_seconds: float = 60.0
 
     # Qdrant: embedded on QDRANT_PATH unless QDRANT_URL or QDRANT_HOST names a server
     qdrant_url: str | None = None

@@ -42,6 +42,17 @@ class ServiceUnavailable(TrufflesError):
     code = "unavailable"
 
 
+class MediaRejected(TrufflesError):
+    """A customer's media file was not fetched: `reason` says why (see media_service for the list)."""
+
+    status_code = 422
+    code = "media_rejected"
+
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        super().__init__(message or f"media rejected: {reason}")
+        self.reason = reason
+
+
 class ExternalServiceError(Exception):
     """An external system (OpenAI, ChatFlow, Telegram, ElevenLabs, Qdrant) failed after its retries."""
 

@@ -1,0 +1,144 @@
+"""Voice notes to text through the real ElevenLabs SDK, talking HTTP to the local fake."""
+
+import logging
+import time
+from collections.abc import Iterator
+
+import pytest
+from pydantic import SecretStr
+
+from app.config import settings
+from app.services import stt_service
+from app.utils.errors import ConfigError, ExternalServiceError
+from fakes.elevenlabs import FakeElevenLabs
+
+API_KEY = "test-elevenlabs-key"
+VOICE = "Здравствуйте, сколько стоит маникюр?".encode()
+
+
+@pytest.fixture(scope="module")
+def _elevenlabs_server() -> Iterator[FakeElevenLabs]:
+    with FakeElevenLabs(api_key=API_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def elevenlabs(_elevenlabs_server: FakeElevenLabs, monkeypatch: pytest.MonkeyPatch) -> FakeElevenLabs:
+    _elevenlabs_server.reset()
+    monkeypatch.setattr(settings, "elevenlabs_api_key", SecretStr(API_KEY))
+    monkeypatch.setattr(settings, "elevenlabs_base_url", _elevenlabs_server.url)
+    monkeypatch.setattr(settings, "elevenlabs_model", "scribe_v1")
+    monkeypatch.setattr(settings, "elevenlabs_timeout_seconds", 2.0)
+    return _elevenlabs_server
+
+
+def _transcribe(**overrides: object) -> stt_service.Transcript:
+    args: dict[str, object] = {"audio": VOICE, "filename": "voice.ogg", "mimetype": "audio/ogg", **overrides}
+    return stt_service.transcribe(**args)  # type: ignore[arg-type]
+
+
+def test_voice_note_is_transcribed(elevenlabs: FakeElevenLabs) -> None:
+    transcript = _transcribe()
+
+    assert transcript.text == "Здравствуйте, сколько стоит маникюр?"
+    assert transcript.language_code == "rus"
+    [done] = elevenlabs.transcriptions()
+    assert done.model_id == "scribe_v1"
+    assert done.audio == VOICE
+    assert done.file_name == "voice.ogg"
+    assert "language_code" not in done.form  # no hint: ElevenLabs detects Russian or Kazakh itself
+    [request] = elevenlabs.requests
+    assert request.headers["xi-api-key"] == API_KEY
+    assert request.files["file"].content_type == "audio/ogg"
+
+
+def test_language_hint_is_sent(elevenlabs: FakeElevenLabs) -> None:
+    transcript = _transcribe(language="kaz")
+
+    assert elevenlabs.transcriptions()[0].language_code == "kaz"
+    assert transcript.language_code == "kaz"
+
+
+def test_empty_transcript_is_empty_text(elevenlabs: FakeElevenLabs) -> None:
+    elevenlabs.set_transcript("")
+
+    assert _transcribe().text == ""
+
+
+def test_one_server_error_is_retried_with_the_form_intact(elevenlabs: FakeElevenLabs) -> None:
+    elevenlabs.server_error(500, times=1)
+
+    assert _transcribe().text.startswith("Здравствуйте")
+    # Both attempts carried model_id: the SDK's own retry (which drops form fields) never ran.
+    assert elevenlabs.received_model_ids() == ["scribe_v1", "scribe_v1"]
+
+
+def test_rate_limit_is_retried(elevenlabs: FakeElevenLabs) -> None:
+    elevenlabs.rate_limit(times=1)
+
+    assert _transcribe().text
+    assert len(elevenlabs.requests) == 2
+
+
+def test_two_server_errors_fail_after_exactly_two_attempts(elevenlabs: FakeElevenLabs, caplog: pytest.LogCaptureFixture) -> None:
+    elevenlabs.server_error(500, times=2)
+
+    with caplog.at_level(logging.WARNING, logger="app.services.stt_service"), pytest.raises(ExternalServiceError) as failure:
+        _transcribe()
+
+    assert failure.value.service == "elevenlabs"
+    assert len(elevenlabs.requests) == 2
+    [logged] = [r for r in caplog.records if r.msg == "stt.failed"]
+    assert logged.levelno == logging.ERROR
+    assert logged.service == "elevenlabs"  # type: ignore[attr-defined]
+    assert logged.status_code == 500  # type: ignore[attr-defined]
+    assert API_KEY not in caplog.text
+
+
+def test_wrong_key_is_not_retried(elevenlabs: FakeElevenLabs, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(settings, "elevenlabs_api_key", SecretStr("revoked-key"))
+
+    with pytest.raises(ExternalServiceError) as failure:
+        _transcribe()
+
+    assert len(elevenlabs.requests) == 1
+    assert elevenlabs.requests[0].status == 401
+    assert failure.value.retryable is False
+
+
+def test_unreadable_audio_is_not_retried(elevenlabs: FakeElevenLabs) -> None:
+    elevenlabs.fail(422, {"detail": [{"loc": ["body", "file"], "msg": "Invalid audio", "type": "value_error"}]})
+
+    with pytest.raises(ExternalServiceError):
+        _transcribe()
+
+    assert len(elevenlabs.requests) == 1
+
+
+def test_slow_service_fails_within_about_two_timeouts(elevenlabs: FakeElevenLabs, monkeypatch: pytest.MonkeyPatch) -> None:
+    timeout = 0.5
+    monkeypatch.setattr(settings, "elevenlabs_timeout_seconds", timeout)
+    elevenlabs.delay(5, times=None)
+
+    started = time.monotonic()
+    with pytest.raises(ExternalServiceError) as failure:
+        _transcribe()
+    elapsed = time.monotonic() - started
+
+    assert failure.value.retryable is True
+    assert len(elevenlabs.requests) == 2
+    assert elapsed < 2 * timeout + 0.8  # two timeouts plus the short back-off between them
+
+
+def test_missing_key_is_a_config_error(elevenlabs: FakeElevenLabs, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(settings, "elevenlabs_api_key", None)
+
+    with pytest.raises(ConfigError, match="ELEVENLABS_API_KEY"):
+        _transcribe()
+
+    assert not stt_service.is_configured()
+    assert elevenlabs.requests == []
+
+
+def test_client_is_built_once_per_configuration(elevenlabs: FakeElevenLabs) -> None:
+    assert stt_service.client() is stt_service.client()
