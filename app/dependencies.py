@@ -8,11 +8,12 @@ import redis
 from fastapi import Depends, Header
 from sqlalchemy.orm import Session
 
+from app.config import settings
 from app.db import session_scope
 from app.redis_client import redis_client
 from app.services import client_service
 from app.services.client_service import ClientInfo
-from app.utils.errors import Unauthorized
+from app.utils.errors import ConfigError, Unauthorized
 
 
 def get_db() -> Iterator[Session]:
@@ -37,3 +38,13 @@ def get_webhook_client(client_slug: str, session: DbSession, x_webhook_secret: A
 
 
 WebhookClient = Annotated[ClientInfo, Depends(get_webhook_client)]
+
+
+def require_admin(authorization: Annotated[str | None, Header()] = None) -> None:
+    """Operator endpoints: `Authorization: Bearer <ADMIN_TOKEN>`, compared in constant time."""
+    if settings.admin_token is None:
+        raise ConfigError("ADMIN_TOKEN is not set: operator endpoints are disabled")
+    scheme, _, token = (authorization or "").partition(" ")
+    expected = settings.admin_token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        raise Unauthorized("missing or invalid bearer token")

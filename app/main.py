@@ -15,7 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import worker
 from app.config import settings
-from app.routers import health, telegram_webhook, webhook
+from app.routers import debug, health, metrics, telegram_webhook, webhook
+from app.services import alert_service, qdrant_service
 from app.services.maintenance_service import Maintenance
 from app.utils.errors import TrufflesError
 from app.utils.logging import setup_logging
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     setup_logging(settings.log_level, settings.log_format)
+    alert_service.install_error_counter()
     # Sync routes run in this thread pool; the DB pool is sized to it plus the workers.
     anyio.to_thread.current_default_thread_limiter().total_tokens = settings.http_threads
     dramatiq_worker = None
@@ -43,6 +45,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             maintenance.stop()
         if dramatiq_worker is not None:
             dramatiq_worker.stop(timeout=10_000)
+        qdrant_service.close()
         logger.info("app.stopped")
 
 
@@ -117,6 +120,8 @@ def create_app() -> FastAPI:
     app.include_router(webhook.router)
     app.include_router(telegram_webhook.router)
     app.include_router(health.router)
+    app.include_router(debug.router)
+    app.include_router(metrics.router)
 
     @app.exception_handler(TrufflesError)
     async def domain_error(request: Request, exc: TrufflesError) -> JSONResponse:

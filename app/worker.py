@@ -8,10 +8,11 @@ from app.config import settings
 from app.queue import QUEUE, broker
 
 # manager_service registers the outbox handler for managers' replies.
-from app.services import manager_service, message_service, outbox_service  # noqa: F401
+from app.services import alert_service, manager_service, message_service, outbox_service  # noqa: F401
 from app.utils.logging import setup_logging
 
 setup_logging(settings.log_level, settings.log_format)
+alert_service.install_error_counter()
 
 __all__ = ["broker", "deliver_outbox", "process_turn"]
 

@@ -9,6 +9,7 @@ import openai
 from openai import OpenAI
 from tenacity import RetryCallState, retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from app import metrics
 from app.config import settings
 from app.utils.errors import ConfigError, ExternalServiceError
 from app.utils.text import truncate
@@ -82,6 +83,8 @@ def complete(
     """One chat completion with the configured timeout and one retry; raises ExternalServiceError on failure."""
     started = time.monotonic()
     extra = {"service": SERVICE, "model": settings.openai_model, **(log_extra or {})}
+    labels = (str(extra.get("client", "-")), str(extra.get("purpose", "answer")))
+    metrics.ai_calls.labels(*labels).inc()
     try:
         text = _complete_with_retry(
             messages, max_tokens or settings.openai_max_tokens, json_mode, timeout or settings.openai_timeout_seconds
@@ -89,6 +92,7 @@ def complete(
     except ConfigError:
         raise
     except (openai.APIError, ValueError, AttributeError, TypeError) as exc:  # a proxy's HTML 200 is not a completion
+        metrics.ai_errors.labels(*labels).inc()
         logger.error(
             "ai.call_failed",
             extra={**extra, "error_type": type(exc).__name__, "error": str(exc)[:300], "elapsed_ms": _ms(started)},

@@ -7,6 +7,7 @@ from sqlalchemy import text
 from app import queue
 from app.db import engine
 from app.redis_client import redis_client
+from app.services import alert_service, qdrant_service
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +32,6 @@ def check_redis() -> str:
 
 def check_qdrant() -> str:
     try:
-        from app.services import qdrant_service
-    except ImportError:
-        return "not_configured"
-    try:
         return "ok" if qdrant_service.ping() else "error: unreachable"
     except Exception as exc:
         return f"error: {type(exc).__name__}"
@@ -48,8 +45,10 @@ def queue_backlog() -> int | None:
 
 
 def run_checks() -> dict[str, object]:
+    """Every dependency, each bounded by a short timeout; a failure is logged as critical and alerted."""
     checks = {"db": check_db(), "redis": check_redis(), "qdrant": check_qdrant()}
     status = "ok" if all(v in ("ok", "not_configured") for v in checks.values()) else "degraded"
     if status != "ok":
         logger.critical("health.failed", extra=checks)
+    alert_service.evaluate(checks)
     return {"status": status, **checks, "queue_backlog": queue_backlog()}

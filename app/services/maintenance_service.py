@@ -13,7 +13,7 @@ from app.config import settings
 from app.db import session_scope
 from app.models import Message
 from app.redis_client import redis_client
-from app.services import buffer_service, escalation_service, outbox_service
+from app.services import buffer_service, escalation_service, health_service, outbox_service
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,13 @@ def redrive_turns(limit: int = 500) -> int:
 
 def tick() -> None:
     """One pass of every periodic task; each failure is logged and the others still run."""
-    for name, fn in [("turns", redrive_turns), ("outbox", outbox_service.redrive), ("handovers", escalation_service.check_pending), *tasks]:
+    for name, fn in [
+        ("turns", redrive_turns),
+        ("outbox", outbox_service.redrive),
+        ("handovers", escalation_service.check_pending),
+        ("alerts", health_service.run_checks),
+        *tasks,
+    ]:
         try:
             fn()
         except Exception as exc:

@@ -15,12 +15,12 @@ from sqlalchemy import or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app import queue
+from app import metrics, queue
 from app.config import settings
 from app.db import session_scope
 from app.models import Client, Conversation, Message, OutboxItem, User
 from app.redis_client import redis_client
-from app.services import whatsapp_service
+from app.services import alert_service, whatsapp_service
 from app.utils.errors import ConfigError, ExternalServiceError
 from app.utils.text import split_text
 
@@ -269,6 +269,8 @@ def _failed(delivery: Delivery, error: str, *, retryable: bool) -> str:
         "error": error[:300],
     }
     if give_up:
+        metrics.outbox_failed.labels(delivery.client.slug, delivery.channel).inc()
+        alert_service.delivery_failed(delivery.client.slug, delivery.channel, error)
         logger.error("outbox.gave_up", extra={**extra, "conversation_id": str(delivery.conversation_id), "client": delivery.client.slug})
         for listener in gave_up_listeners:
             try:
