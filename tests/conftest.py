@@ -1,17 +1,16 @@
 """Test set-up: a fresh PostgreSQL database built by the migrations, a Redis database of its own, the real
 app with its in-process worker, and local fakes of OpenAI, ChatFlow, Telegram and ElevenLabs."""
 
-import os
-import tempfile
-
 # Settings are read once at import: point them at test resources before anything from app is imported.
 # Every pytest session gets a PostgreSQL database and a Redis server of its own (started here on a free
 # port), so parallel runs never collide and tests can stop Redis for real.
-import atexit  # noqa: E402
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
+import atexit
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
 
 _TEST_DB = os.environ.get("TEST_DATABASE_URL", f"postgresql+psycopg2://postgres@127.0.0.1:5432/truffles_test_{os.getpid()}")
 
@@ -118,16 +117,16 @@ _recreate_database()
 from fastapi.testclient import TestClient  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 
-from fakes.chatflow import FakeChatFlow  # noqa: E402
-from fakes.openai_api import FakeOpenAI  # noqa: E402
-from fakes.telegram import FakeTelegram  # noqa: E402
-
 from app.config import settings  # noqa: E402
 from app.db import engine, session_scope  # noqa: E402
 from app.main import app  # noqa: E402
 from app.models import Base  # noqa: E402
 from app.redis_client import redis_client  # noqa: E402
 from app.services import client_service, qdrant_service  # noqa: E402
+from fakes.chatflow import FakeChatFlow  # noqa: E402
+from fakes.elevenlabs import FakeElevenLabs  # noqa: E402
+from fakes.openai_api import FakeOpenAI  # noqa: E402
+from fakes.telegram import FakeTelegram  # noqa: E402
 
 _TABLES = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
 
@@ -198,6 +197,29 @@ def chatflow(_chatflow_server: FakeChatFlow, monkeypatch: pytest.MonkeyPatch) ->
     _chatflow_server.latency = 0.0
     monkeypatch.setattr(settings, "chatflow_url", _chatflow_server.send_text_url)
     return _chatflow_server
+
+
+ELEVENLABS_KEY = "test-elevenlabs-key"
+
+
+@pytest.fixture(scope="session")
+def _elevenlabs_server() -> Iterator[FakeElevenLabs]:
+    with FakeElevenLabs(api_key=ELEVENLABS_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def elevenlabs(_elevenlabs_server: FakeElevenLabs, monkeypatch: pytest.MonkeyPatch) -> FakeElevenLabs:
+    """ElevenLabs speech-to-text served by the local fake; media may be downloaded from 127.0.0.1."""
+    _elevenlabs_server.reset()
+    _elevenlabs_server.latency = 0.0
+    monkeypatch.setattr(settings, "elevenlabs_api_key", SecretStr(ELEVENLABS_KEY))
+    monkeypatch.setattr(settings, "elevenlabs_base_url", _elevenlabs_server.url)
+    monkeypatch.setattr(settings, "elevenlabs_model", "scribe_v1")
+    monkeypatch.setattr(settings, "elevenlabs_timeout_seconds", 2.0)
+    monkeypatch.setattr(settings, "media_allow_private_hosts", True)
+    monkeypatch.setattr(settings, "media_allowed_hosts", ["127.0.0.1"])
+    return _elevenlabs_server
 
 
 TELEGRAM_SECRET = "test-telegram-webhook-secret"

@@ -1,12 +1,17 @@
 """Fetching a customer's media file: every rule of the download guard, against a local HTTP server."""
 
 import base64
+import ipaddress
 import logging
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +23,7 @@ from app.utils.errors import MediaRejected
 from fakes.chatflow import FakeChatFlow
 
 VOICE = b"OggS" + bytes(range(256)) * 4  # 1 KiB of "audio"
+_REAL_CA_CERTS = media_service._CA_CERTS
 Route = Callable[[BaseHTTPRequestHandler], None]
 
 
@@ -41,18 +47,22 @@ class _MediaServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.routes: dict[str, Route] = {}
         self.seen: list[tuple[str, str]] = []  # (path, Host header) of every request
         self.release = threading.Event()  # wakes handlers that stall on purpose
+        self.scheme = "http"
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
+            self.scheme = "https"
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # the service hanging up mid-body (over the cap, timed out) is what several tests provoke
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self.server_address[1]}"
 
     def paths(self) -> list[str]:
         return [path for path, _host in self.seen]
@@ -92,15 +102,30 @@ def _failing(statuses: list[int], then: Route) -> Route:
     return route
 
 
-@pytest.fixture(scope="module")
-def _server() -> Iterator[_MediaServer]:
-    server = _MediaServer()
+def _serve(server: _MediaServer) -> Iterator[_MediaServer]:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield server
     server.release.set()
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="module")
+def _server() -> Iterator[_MediaServer]:
+    yield from _serve(_MediaServer())
+
+
+def _resolve_as(mapping: dict[str, list[str]]) -> Callable[..., Any]:
+    """A getaddrinfo that answers these names with these addresses, and asks the real resolver otherwise."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in mapping:
+            return [info for address in mapping[host] for info in real_getaddrinfo(address, *args, **kwargs)]
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    return getaddrinfo
 
 
 @pytest.fixture
@@ -145,10 +170,10 @@ def test_voice_note_is_downloaded(media_host: _MediaServer) -> None:
 def test_name_and_type_fall_back_to_the_response(media_host: _MediaServer) -> None:
     media_host.routes["/m/abc"] = _body(b"%PDF-1.4 price list", "application/pdf")
 
-    blob = fetch_media(media={"url": media_host.url + "/m/abc", "fileName": "../../Прайс.pdf"})
+    blob = fetch_media(media={"url": media_host.url + "/m/abc", "fileName": "../../Прайс\r\n.pdf"})
 
     assert blob.mimetype == "application/pdf"
-    assert blob.filename == "Прайс.pdf"  # no path from the sender survives
+    assert blob.filename == "Прайс.pdf"  # no path and no line breaks from the sender survive
 
 
 def test_empty_allowlist_means_the_chatflow_host(chatflow: FakeChatFlow, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -238,15 +263,11 @@ def test_a_name_resolving_to_loopback_is_refused(media_host: _MediaServer, monke
     ],
 )  # fmt: skip
 def test_internal_addresses_are_not_public(address: str) -> None:
-    import ipaddress
-
     assert not is_public(ipaddress.ip_address(address))
 
 
 @pytest.mark.parametrize("address", ["8.8.8.8", "93.184.216.34", "2001:4860:4860::8888", "::ffff:8.8.8.8", "2a00:1450:4001:80b::200e"])
 def test_public_addresses_are_public(address: str) -> None:
-    import ipaddress
-
     assert is_public(ipaddress.ip_address(address))
 
 
@@ -270,6 +291,27 @@ def test_connects_to_the_address_that_was_checked(media_host: _MediaServer, monk
     assert fetch_media(media={"url": f"http://media.test:{port}/voice.ogg"}).data == VOICE
     assert lookups == ["media.test"]
     assert media_host.seen == [("/voice.ogg", f"media.test:{port}")]  # the server still sees its own name
+
+
+def test_every_answer_of_the_resolver_must_be_public(media_host: _MediaServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One public and one internal answer: connecting to "the public one" is not a safe choice.
+    monkeypatch.setattr(socket, "getaddrinfo", _resolve_as({"media.test": ["93.184.216.34", "127.0.0.1"]}))
+    monkeypatch.setattr(settings, "media_allow_private_hosts", False)
+    monkeypatch.setattr(settings, "media_allowed_hosts", ["media.test"])
+
+    assert _rejected({"url": f"http://media.test:{media_host.server_address[1]}/voice.ogg"}) == "private_address"
+    assert media_host.seen == []
+
+
+def test_next_checked_address_is_tried_when_one_refuses(media_host: _MediaServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Like a name with an AAAA record on a host without IPv6: the first answer cannot be reached.
+    # The server listens on 127.0.0.1 only, so 127.0.0.2 refuses the connection.
+    monkeypatch.setattr(socket, "getaddrinfo", _resolve_as({"media.test": ["127.0.0.2", "127.0.0.1"]}))
+    monkeypatch.setattr(settings, "media_allowed_hosts", ["media.test"])
+    media_host.routes["/voice.ogg"] = _body(VOICE)
+
+    assert fetch_media(media={"url": f"http://media.test:{media_host.server_address[1]}/voice.ogg"}).data == VOICE
+    assert media_host.paths() == ["/voice.ogg"]
 
 
 def test_redirects_on_the_allowed_host_are_followed(media_host: _MediaServer) -> None:
@@ -409,3 +451,87 @@ def test_refusals_log_the_reason_and_host_but_never_the_url(media_host: _MediaSe
     for record in events:
         assert secret not in str(record.__dict__)
     assert secret not in caplog.text
+
+
+# --- https ----------------------------------------------------------------------------------------
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def _certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway CA and a certificate it signed for media.test."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make test certificates")
+    folder = tmp_path_factory.mktemp("tls")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Truffles test CA",
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=folder)  # fmt: skip
+    _openssl("req", *ec, "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=media.test", cwd=folder)
+    (folder / "leaf.ext").write_text(
+        "subjectAltName=DNS:media.test\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
+    )
+    _openssl("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+             "-extfile", "leaf.ext", "-out", "leaf.pem", cwd=folder)  # fmt: skip
+    return folder
+
+
+@pytest.fixture(scope="module")
+def _tls_server(_certificates: Path) -> Iterator[_MediaServer]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(_certificates / "leaf.pem", _certificates / "leaf.key")
+    server = _MediaServer(context)
+    server.sni = []  # type: ignore[attr-defined]
+    context.sni_callback = lambda _sock, name, _ctx: server.sni.append(name)  # type: ignore[attr-defined]
+    yield from _serve(server)
+
+
+@pytest.fixture
+def tls_host(_tls_server: _MediaServer, _certificates: Path, media_host: _MediaServer, monkeypatch: pytest.MonkeyPatch) -> _MediaServer:
+    """The https server as media.test (resolving to 127.0.0.1), its CA trusted by the downloader."""
+    _tls_server.routes.clear()
+    _tls_server.seen.clear()
+    _tls_server.sni.clear()  # type: ignore[attr-defined]
+    monkeypatch.setattr(socket, "getaddrinfo", _resolve_as({"media.test": ["127.0.0.1"], "wrong.test": ["127.0.0.1"]}))
+    monkeypatch.setattr(settings, "media_allowed_hosts", ["media.test", "wrong.test", "127.0.0.1"])
+    monkeypatch.setattr(media_service, "_CA_CERTS", str(_certificates / "ca.pem"))
+    return _tls_server
+
+
+def _tls_url(server: _MediaServer, host: str, path: str) -> str:
+    return f"https://{host}:{server.server_address[1]}{path}"
+
+
+def test_https_download_checks_the_certificate_of_the_name(tls_host: _MediaServer) -> None:
+    tls_host.routes["/voice.ogg"] = _body(VOICE)
+
+    assert fetch_media(media={"url": _tls_url(tls_host, "media.test", "/voice.ogg")}).data == VOICE
+    # Connected to the checked IP, yet TLS spoke to media.test: SNI and Host carry the name.
+    assert tls_host.sni == ["media.test"]  # type: ignore[attr-defined]
+    assert tls_host.seen == [("/voice.ogg", f"media.test:{tls_host.server_address[1]}")]
+
+
+def test_https_certificate_for_another_name_is_refused(tls_host: _MediaServer) -> None:
+    tls_host.routes["/voice.ogg"] = _body(VOICE)
+
+    assert _rejected({"url": _tls_url(tls_host, "wrong.test", "/voice.ogg")}) == "download_failed"
+    assert tls_host.seen == []
+
+
+def test_https_certificate_from_an_unknown_ca_is_refused(tls_host: _MediaServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(media_service, "_CA_CERTS", _REAL_CA_CERTS)  # has never heard of the test CA
+    tls_host.routes["/voice.ogg"] = _body(VOICE)
+
+    assert _rejected({"url": _tls_url(tls_host, "media.test", "/voice.ogg")}) == "download_failed"
+    assert tls_host.seen == []
+
+
+def test_https_redirect_down_to_http_is_refused(tls_host: _MediaServer, media_host: _MediaServer) -> None:
+    media_host.routes["/voice.ogg"] = _body(VOICE)
+    tls_host.routes["/a"] = _redirect(media_host.url + "/voice.ogg")  # an allowed host, but plain http
+
+    assert _rejected({"url": _tls_url(tls_host, "media.test", "/a")}) == "redirect"
+    assert media_host.seen == []

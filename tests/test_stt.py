@@ -2,7 +2,6 @@
 
 import logging
 import time
-from collections.abc import Iterator
 
 import pytest
 from pydantic import SecretStr
@@ -11,25 +10,9 @@ from app.config import settings
 from app.services import stt_service
 from app.utils.errors import ConfigError, ExternalServiceError
 from fakes.elevenlabs import FakeElevenLabs
+from tests.conftest import ELEVENLABS_KEY as API_KEY
 
-API_KEY = "test-elevenlabs-key"
 VOICE = "Здравствуйте, сколько стоит маникюр?".encode()
-
-
-@pytest.fixture(scope="module")
-def _elevenlabs_server() -> Iterator[FakeElevenLabs]:
-    with FakeElevenLabs(api_key=API_KEY) as server:
-        yield server
-
-
-@pytest.fixture
-def elevenlabs(_elevenlabs_server: FakeElevenLabs, monkeypatch: pytest.MonkeyPatch) -> FakeElevenLabs:
-    _elevenlabs_server.reset()
-    monkeypatch.setattr(settings, "elevenlabs_api_key", SecretStr(API_KEY))
-    monkeypatch.setattr(settings, "elevenlabs_base_url", _elevenlabs_server.url)
-    monkeypatch.setattr(settings, "elevenlabs_model", "scribe_v1")
-    monkeypatch.setattr(settings, "elevenlabs_timeout_seconds", 2.0)
-    return _elevenlabs_server
 
 
 def _transcribe(**overrides: object) -> stt_service.Transcript:
@@ -57,6 +40,14 @@ def test_language_hint_is_sent(elevenlabs: FakeElevenLabs) -> None:
 
     assert elevenlabs.transcriptions()[0].language_code == "kaz"
     assert transcript.language_code == "kaz"
+
+
+def test_missing_mimetype_is_guessed_from_the_file_name(elevenlabs: FakeElevenLabs) -> None:
+    _transcribe(mimetype=None, filename="voice.ogg", language="kk")
+
+    [request] = elevenlabs.requests
+    assert request.files["file"].content_type == "audio/ogg"
+    assert request.form["language_code"] == "kk"  # ISO-639-1 goes through as given; the API takes -1 and -3
 
 
 def test_empty_transcript_is_empty_text(elevenlabs: FakeElevenLabs) -> None:

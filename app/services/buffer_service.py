@@ -18,6 +18,7 @@ from redis.lock import Lock
 from app import queue
 from app.config import settings
 from app.redis_client import redis_client
+from app.services import turn_policy
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +74,8 @@ def _now_ms() -> int:
 
 
 def wait_for(*, message_type: str, text: str, timing: TurnTiming) -> float:
-    """How long to wait after this message for the customer to go on writing."""
-    return timing.wait_seconds
+    """How long to wait after this message for the customer to go on writing (see turn_policy)."""
+    return turn_policy.wait_seconds(message_type=message_type, text=text, base_wait=timing.wait_seconds)
 
 
 def schedule_turn(*, conversation_id: uuid.UUID, wait_seconds: float, max_wait_seconds: float) -> bool:

@@ -19,10 +19,10 @@ from app.models import Client, Conversation, Handover, HandoverEvent, Message, U
 from app.models.handover import OPEN_HANDOVER_STATUSES
 from app.redis_client import redis_client
 from app.schemas.client import ClientSettings
-from app.services import client_service, outbox_service, replies, state_machine, telegram_service
+from app.services import client_service, media_service, outbox_service, replies, state_machine, telegram_service
 from app.services.outbox_service import Delivery
 from app.services.telegram_service import TopicNotFound, escape
-from app.utils.errors import ConfigError
+from app.utils.errors import ConfigError, MediaRejected
 from app.utils.text import truncate
 
 logger = logging.getLogger(__name__)
@@ -166,6 +166,18 @@ def queue_topic_text(
     )
 
 
+def queue_topic_media(session: Session, *, client_id: uuid.UUID, conversation_id: uuid.UUID, message_id: uuid.UUID) -> uuid.UUID:
+    """The customer's file (photo, voice note, document) into their topic, fetched at delivery time."""
+    return outbox_service.add(
+        session,
+        client_id=client_id,
+        conversation_id=conversation_id,
+        channel="telegram",
+        kind="topic_media",
+        payload={"message_id": str(message_id)},
+    )
+
+
 def customer_line(name: str | None, text: str) -> str:
     who = escape(name) if name else "Клиент"
     return f"👤 <b>{who}</b>:\n{escape(text)}"
@@ -272,6 +284,40 @@ def _deliver_topic_text(delivery: Delivery, save_progress: Callable[[dict[str, A
         else:
             ids = telegram_service.send_long(bot, chat_id=chat_id, thread_id=topic_id, text=text)
         return {"message_ids": ids, "topic_id": topic_id}
+
+    return _in_topic(delivery, send)
+
+
+@outbox_service.handler("telegram", "topic_media")
+def _deliver_topic_media(delivery: Delivery, save_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    bot, chat_id = telegram_service.bot_for(delivery.client), telegram_service.chat_for(delivery.client)
+    with session_scope() as session:
+        message = session.get(Message, uuid.UUID(delivery.payload["message_id"]))
+        if message is None:
+            return {"skipped": "message gone"}
+        kind, caption, media = message.type, message.content, (message.meta or {}).get("media") or {}
+    try:
+        blob = media_service.fetch_media(media=media)
+    except MediaRejected as exc:
+        note = f"📎 Клиент прислал файл, но получить его не удалось ({exc.reason})."
+
+        def send_note(topic_id: int) -> dict[str, Any]:
+            return {"message_ids": [telegram_service.send_message(bot, chat_id=chat_id, thread_id=topic_id, text=note)]}
+
+        return _in_topic(delivery, send_note)
+
+    def send(topic_id: int) -> dict[str, Any]:
+        message_id = telegram_service.send_file(
+            bot,
+            chat_id=chat_id,
+            thread_id=topic_id,
+            kind=kind,
+            filename=blob.filename,
+            data=blob.data,
+            mimetype=blob.mimetype,
+            caption=escape(caption) if caption else None,
+        )
+        return {"message_ids": [message_id], "topic_id": topic_id}
 
     return _in_topic(delivery, send)
 

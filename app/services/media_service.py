@@ -11,8 +11,10 @@ service fetch from its own network (SSRF) or swallow an endless file. The guard,
   link-local, multicast, reserved, unspecified, shared (100.64/10), site-local addresses are refused, for
   IPv4 and IPv6, including IPv4 addresses embedded in IPv6 (IPv4-mapped, 6to4, Teredo, NAT64).
   MEDIA_ALLOW_PRIVATE_HOSTS=true lifts this for tests and local development only.
-- The connection goes to the address that was checked (urllib3 pool on the IP, Host header, and for
+- The connection goes to an address that was checked (urllib3 pool on the IP, Host header, and for
   https SNI + certificate check against the host name), so DNS cannot answer differently the second time.
+  When one checked address refuses or times out the next is tried (at most MAX_ADDRESSES): a name with an
+  AAAA record must still work from a host without IPv6.
 - Redirects: followed at most 3 times, each target passing the whole guard again (scheme, allowed host,
   addresses) and never from https down to http; anything else is refused as `redirect`.
 - Content-Length above the cap is refused before reading; the body is streamed and cut at the cap; no
@@ -48,6 +50,7 @@ from app.utils.errors import MediaRejected
 logger = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 3
+MAX_ADDRESSES = 3
 _CHUNK_BYTES = 64 * 1024
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -137,7 +140,7 @@ class _Target:
     host: str
     port: int
     path: str  # path and query, as sent in the request line
-    address: str  # the checked IP the connection goes to
+    addresses: tuple[str, ...]  # the checked IPs, in resolver order; connections go only to these
 
 
 def _allowed_hosts() -> set[str]:
@@ -163,12 +166,12 @@ def _check(url: str, *, redirected: bool = False) -> _Target:
     if cause:
         raise _reject("redirect" if redirected else cause, host or None, cause=cause)
     port = port or (443 if parts.scheme == "https" else 80)
-    address = _resolve_public(host, port, redirected=redirected)
+    addresses = _resolve_public(host, port, redirected=redirected)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return _Target(parts.scheme, host, port, path, address)
+    return _Target(parts.scheme, host, port, path, addresses)
 
 
-def _resolve_public(host: str, port: int, *, redirected: bool) -> str:
+def _resolve_public(host: str, port: int, *, redirected: bool) -> tuple[str, ...]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
@@ -179,7 +182,8 @@ def _resolve_public(host: str, port: int, *, redirected: bool) -> str:
     # Every answer must be public: a name resolving to one public and one internal address is refused.
     if not settings.media_allow_private_hosts and any(not is_public(address) for address in addresses):
         raise _reject("redirect" if redirected else "private_address", host, cause="private_address")
-    return str(addresses[0])
+    unique = list(dict.fromkeys(str(address) for address in addresses))
+    return tuple(unique[:MAX_ADDRESSES])
 
 
 def is_public(address: IPAddress) -> bool:
@@ -244,13 +248,11 @@ def _download_with_retry(first: _Target, deadline: float) -> tuple[bytes, str | 
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _get(target: _Target, deadline: float) -> tuple[int, str | None, bytes, str | None]:
-    """One GET to the checked address: (status, Location, body, Content-Type). The body only for a 200."""
+def _pool(target: _Target, address: str) -> urllib3.HTTPConnectionPool:
     timeout = urllib3.Timeout(connect=settings.media_connect_timeout_seconds, read=settings.media_read_timeout_seconds)
-    pool: urllib3.HTTPConnectionPool
     if target.scheme == "https":
-        pool = urllib3.HTTPSConnectionPool(
-            target.address,
+        return urllib3.HTTPSConnectionPool(
+            address,
             target.port,
             timeout=timeout,
             retries=False,
@@ -259,20 +261,37 @@ def _get(target: _Target, deadline: float) -> tuple[int, str | None, bytes, str 
             server_hostname=target.host,
             assert_hostname=target.host,
         )
-    else:
-        pool = urllib3.HTTPConnectionPool(target.address, target.port, timeout=timeout, retries=False)
+    return urllib3.HTTPConnectionPool(address, target.port, timeout=timeout, retries=False)
+
+
+def _open(target: _Target, deadline: float) -> tuple[urllib3.HTTPConnectionPool, urllib3.BaseHTTPResponse]:
+    """Send the GET to the first checked address that accepts a connection."""
     default_port = 443 if target.scheme == "https" else 80
     name = f"[{target.host}]" if ":" in target.host else target.host
     host_header = name if target.port == default_port else f"{name}:{target.port}"
     headers = {"Host": host_header, "Accept-Encoding": "identity", "User-Agent": "truffles-media/1"}
-    try:
-        response = pool.urlopen("GET", target.path, headers=headers, redirect=False, retries=False, preload_content=False)
-    except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError, ProtocolError) as exc:
-        pool.close()
-        raise _Retryable(type(exc).__name__) from exc
-    except Urllib3Error as exc:  # read timeout on the headers, TLS failure...
-        pool.close()
-        raise _reject("download_failed", target.host, error_type=type(exc).__name__) from exc
+    unreachable = "no_address"
+    for address in target.addresses:
+        if time.monotonic() > deadline:
+            raise _reject("download_failed", target.host, error_type="deadline")
+        pool = _pool(target, address)
+        try:
+            return pool, pool.urlopen("GET", target.path, headers=headers, redirect=False, retries=False, preload_content=False)
+        except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError) as exc:
+            pool.close()
+            unreachable = type(exc).__name__  # this address is down or unroutable: the next one may not be
+        except ProtocolError as exc:  # connected, then dropped before an answer: worth the one retry
+            pool.close()
+            raise _Retryable(type(exc).__name__) from exc
+        except Urllib3Error as exc:  # read timeout on the headers, TLS failure...
+            pool.close()
+            raise _reject("download_failed", target.host, error_type=type(exc).__name__) from exc
+    raise _Retryable(unreachable)
+
+
+def _get(target: _Target, deadline: float) -> tuple[int, str | None, bytes, str | None]:
+    """One GET to a checked address: (status, Location, body, Content-Type). The body only for a 200."""
+    pool, response = _open(target, deadline)
     try:
         content_type = response.headers.get("Content-Type")
         if response.status != 200:
@@ -351,7 +370,9 @@ def _clean_mimetype(value: object) -> str | None:
 
 def _filename(name: object, url: object, mimetype: str) -> str:
     if isinstance(name, str) and name.strip():
-        return posixpath.basename(name.strip().replace("\\", "/"))[:200] or "media"
+        # The sender chose this name: no directories, no control characters (it ends up in headers and logs)
+        printable = "".join(ch for ch in name if ch.isprintable()).strip()
+        return posixpath.basename(printable.replace("\\", "/"))[:200] or "media"
     if isinstance(url, str):
         with contextlib.suppress(ValueError):
             tail = posixpath.basename(unquote(urlsplit(url).path))

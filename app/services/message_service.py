@@ -11,20 +11,32 @@ from typing import Any
 
 import redis
 from redis.exceptions import LockError
-from sqlalchemy import exists, select, text, update
+from sqlalchemy import exists, func, select, text, update
 from sqlalchemy.orm import Session
 
+from app import metrics
 from app.config import settings
 from app.db import session_scope
 from app.models import Client, Conversation, Message, User
 from app.redis_client import redis_client
 from app.schemas.chatflow import ChatFlowWebhook
 from app.schemas.client import ClientSettings
-from app.services import ai_service, buffer_service, client_service, escalation_service, intent_service, outbox_service, replies
+from app.services import (
+    ai_service,
+    alert_service,
+    buffer_service,
+    client_service,
+    escalation_service,
+    intent_service,
+    media_service,
+    outbox_service,
+    replies,
+    stt_service,
+)
 from app.services.ai_service import ChatTurn
 from app.services.client_service import ClientInfo
 from app.services.replies import FALLBACK_RESPONSES, NOT_CONFIGURED
-from app.utils.errors import BadRequest, ConfigError, ExternalServiceError
+from app.utils.errors import BadRequest, ConfigError, ExternalServiceError, MediaRejected
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +90,7 @@ def ingest(*, client: ClientInfo, payload: ChatFlowWebhook) -> IngestResult:
     dedup_key = f"dedup:{client.id}:{meta.message_id}"
     first_seen = _mark_seen(dedup_key)
     if first_seen is False:
+        metrics.duplicates.labels(client.slug).inc()
         logger.info("webhook.duplicate", extra={**log, "guard": "redis"})
         return IngestResult("duplicate")
     try:
@@ -87,9 +100,11 @@ def ingest(*, client: ClientInfo, payload: ChatFlowWebhook) -> IngestResult:
             _forget_seen(dedup_key)  # so the gateway's retry of this delivery is not taken for a duplicate
         raise
     if stored is None:
+        metrics.duplicates.labels(client.slug).inc()
         logger.info("webhook.duplicate", extra={**log, "guard": "postgres"})
         return IngestResult("duplicate")
     _message_id, conversation_id = stored
+    metrics.messages_received.labels(client.slug).inc()
     timing = buffer_service.TurnTiming(
         wait_seconds=client.settings.buffer_wait_seconds
         if client.settings.buffer_wait_seconds is not None
@@ -181,15 +196,58 @@ class Turn:
     history: list[ChatTurn]
     bot_muted: bool
     handover_status: str | None
+    parts: list["TurnPart"] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
     @property
+    def customer_text(self) -> str:
+        """What the customer wrote or said (transcripts in place of voice notes), in order."""
+        return "\n".join(p.text for p in self.parts if p.text.strip())
+
+    @property
     def text(self) -> str:
-        return "\n".join(m.content for m in self.messages if m.content.strip())
+        """The turn for the model and the manager: the customer's words with notes about attachments."""
+        return "\n".join(p.line for p in self.parts if p.line)
+
+    @property
+    def voice_failed_only(self) -> bool:
+        return bool(self.parts) and not self.customer_text and any(p.failed for p in self.parts)
+
+    @property
+    def attachments_only(self) -> bool:
+        return not self.customer_text and any(p.type in _ATTACHMENTS for p in self.parts)
 
     @property
     def log(self) -> dict[str, Any]:
         return {"conversation_id": str(self.conversation_id), "client": self.client_slug, "phone": self.phone, "turn_id": str(self.id)}
+
+
+_ATTACHMENTS = ("image", "video", "document")
+_NOTES = {
+    "image": "[изображение]",
+    "video": "[видео]",
+    "document": "[документ]",
+    "location": "[геолокация]",
+    "contact": "[контакт]",
+    "sticker": "[стикер]",
+}
+VOICE_FAILED_NOTE = "[голосовое сообщение: не удалось распознать]"
+
+
+@dataclass(frozen=True)
+class TurnPart:
+    """One message of the turn as the customer meant it: a transcript for a voice note, a note for a file."""
+
+    message_id: uuid.UUID
+    type: str
+    text: str
+    note: str | None = None
+    media: dict[str, Any] | None = None
+    failed: bool = False
+
+    @property
+    def line(self) -> str:
+        return " ".join(piece for piece in (self.note, self.text.strip()) if piece)
 
 
 @dataclass(frozen=True)
@@ -227,10 +285,18 @@ def _run_turn(conversation_id: uuid.UUID) -> str:
     turn = _open_turn(conversation_id)
     if turn is None:
         return "empty"
+    turn.parts = [_prepare(turn, message) for message in turn.messages]
     decision = _decide(turn)
     outcome, outbox_ids = _finish(turn, decision)
     for outbox_id in outbox_ids:
         outbox_service.deliver(outbox_id)
+    response_ms = _response_time_ms(turn)
+    metrics.turns.labels(turn.client_slug, outcome).inc()
+    if outcome in ("answer", "escalate", "escalate_repeat", "opt_out"):
+        metrics.response_time.labels(turn.client_slug).observe(response_ms / 1000)
+        alert_service.record_response(response_ms / 1000)
+    if outcome == "escalate":
+        metrics.escalations.labels(turn.client_slug, decision.reason or "-").inc()
     logger.info(
         "turn.processed",
         extra={
@@ -240,7 +306,7 @@ def _run_turn(conversation_id: uuid.UUID) -> str:
             "intent": decision.intent,
             "intent_source": decision.intent_source,
             "escalated": decision.reason,
-            "response_time_ms": _response_time_ms(turn),
+            "response_time_ms": response_ms,
             "processing_ms": int((time.monotonic() - turn.started) * 1000),
         },
     )
@@ -301,11 +367,59 @@ def _history(session: Session, conversation_id: uuid.UUID, turn_id: uuid.UUID) -
     return [ChatTurn("user" if role == "user" else "assistant", content) for role, content in reversed(rows)]
 
 
+def _prepare(turn: Turn, message: Message) -> TurnPart:
+    """Read a message as the customer meant it; a voice note is transcribed once and the transcript stored."""
+    meta = message.meta or {}
+    media = meta.get("media") if isinstance(meta.get("media"), dict) else None
+    if message.type == "audio":
+        transcript = meta.get("transcript")
+        if transcript is None:
+            transcript = _transcribe(turn, message, media)
+        if not transcript:
+            return TurnPart(message.id, "audio", "", VOICE_FAILED_NOTE, media, failed=True)
+        return TurnPart(message.id, "audio", transcript, None, media)
+    if message.type in _NOTES:
+        name = (media or {}).get("fileName") if message.type == "document" else None
+        note = f"[документ: {name}]" if name else _NOTES[message.type]
+        return TurnPart(message.id, message.type, message.content, note, media)
+    if message.type in ("reaction", "other"):
+        return TurnPart(message.id, message.type, "")
+    return TurnPart(message.id, message.type, message.content)
+
+
+def _transcribe(turn: Turn, message: Message, media: dict[str, Any] | None) -> str | None:
+    """Download and transcribe a voice note; None when that failed (the customer is asked to write instead)."""
+    try:
+        if not media:
+            raise MediaRejected("missing")
+        blob = media_service.fetch_media(media=media)
+        transcript = stt_service.transcribe(audio=blob.data, filename=blob.filename, mimetype=blob.mimetype).text.strip()
+    except (MediaRejected, ExternalServiceError, ConfigError) as exc:
+        logger.warning("turn.voice_failed", extra={**turn.log, "error_type": type(exc).__name__, "reason": getattr(exc, "reason", None)})
+        return None
+    with session_scope() as session:
+        session.execute(
+            update(Message)
+            .where(Message.id == message.id)
+            .values(content=transcript, meta=Message.meta.op("||")(func.jsonb_build_object("transcript", transcript)))
+        )
+    logger.info("turn.voice_transcribed", extra={**turn.log, "chars": len(transcript)})
+    return transcript
+
+
 def _decide(turn: Turn) -> Decision:
     """Route the turn: a manager's conversation, a muted bot, the customer's "no", a request for a human, or an answer."""
     if not turn.text.strip():
         return Decision("forward" if turn.handover_status else "store")
-    intent = intent_service.classify(turn.text, history=turn.history)
+    if not turn.customer_text:  # only attachments, stickers or an unrecognised voice note
+        if turn.handover_status or turn.bot_muted:
+            return Decision("forward" if turn.handover_status else "store")
+        if turn.voice_failed_only:
+            return Decision("answer", text=replies.VOICE_NOT_RECOGNISED)
+        if turn.attachments_only:
+            return Decision("answer", text=replies.MEDIA_RECEIVED)
+        return Decision("store")
+    intent = intent_service.classify(turn.customer_text, history=turn.history)
     base = {"intent": intent.intent, "intent_source": intent.source}
     if turn.handover_status is not None:
         if intent.intent == "opt_out" and turn.handover_status == "pending":
@@ -408,7 +522,13 @@ def _forward(session: Session, turn: Turn, *, repeat: bool = False) -> uuid.UUID
     body = escalation_service.customer_line(turn.customer_name, turn.text or "(сообщение без текста)")
     if repeat:
         body = "🔁 Клиент снова просит менеджера\n" + body
-    return escalation_service.queue_topic_text(session, client_id=turn.client_id, conversation_id=turn.conversation_id, text=body)
+    item = escalation_service.queue_topic_text(session, client_id=turn.client_id, conversation_id=turn.conversation_id, text=body)
+    for part in turn.parts:
+        if part.media and part.type in (*_ATTACHMENTS, "audio"):
+            escalation_service.queue_topic_media(
+                session, client_id=turn.client_id, conversation_id=turn.conversation_id, message_id=part.message_id
+            )
+    return item
 
 
 def _mute_for_opt_out(session: Session, conversation: Conversation, client_settings: ClientSettings) -> None:
