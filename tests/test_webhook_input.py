@@ -136,3 +136,12 @@ def test_unknown_message_type_is_accepted(api, make_client):
     assert api.post("/webhook/salon", json=payload).json() == {"status": "ok"}
     with session_scope() as session:
         assert session.scalar(select(Message.type)) == "other"
+
+
+@pytest.mark.parametrize("literal", ["Infinity", "-Infinity", "NaN", "1e400"])
+def test_non_finite_numbers_are_not_a_crash(api, make_client, literal):
+    """Found by fuzzing: a timestamp of Infinity used to raise OverflowError (a 500)."""
+    make_client("salon")
+    body = json.dumps(chatflow_payload("Привет")).replace('"timestamp": ', f'"timestamp": {literal}, "_was": ', 1)
+    response = api.post("/webhook/salon", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 200

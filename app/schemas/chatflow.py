@@ -61,7 +61,7 @@ class ChatFlowMetadata(BaseModel):
         # A malformed timestamp is not worth losing a customer's message over.
         try:
             return int(value) if value not in (None, "") else None
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return None
 
 
