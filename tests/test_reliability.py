@@ -1,0 +1,292 @@
+"""When a dependency fails, for real: Redis stopped, PostgreSQL refusing connections, fakes answering errors.
+Nothing a customer sent may be lost, nothing may be sent twice, and the operator hears about it."""
+
+import concurrent.futures
+import contextlib
+import time
+from collections.abc import Iterator
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import create_engine, func, select, text
+
+from app.config import settings
+from app.db import engine, session_scope
+from app.models import Handover, Message, OutboxItem
+from app.services import alert_service, maintenance_service, outbox_service
+from app.services.replies import FALLBACK_RESPONSES
+from tests.conftest import REDIS
+from tests.helpers import chatflow_payload, wait_until
+
+ADMIN = "test-admin-token"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_alerts() -> Iterator[None]:
+    alert_service.reset()
+    yield
+    alert_service.reset()
+
+
+@contextlib.contextmanager
+def redis_outage() -> Iterator[None]:
+    """Stop the session's Redis server; always start it again."""
+    REDIS.stop()
+    try:
+        yield
+    finally:
+        REDIS.start()
+
+
+@contextlib.contextmanager
+def postgres_outage() -> Iterator[None]:
+    """The test database refuses connections and its open ones are terminated, as in an outage."""
+    admin = create_engine(engine.url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    name = engine.url.database
+    terminate = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"
+    with admin.connect() as connection:
+        connection.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+        connection.execute(text(terminate), {"n": name})
+    try:
+        yield
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        admin.dispose()
+
+
+def _redrive_now(monkeypatch) -> None:
+    monkeypatch.setattr(settings, "buffer_max_wait_seconds", 0)
+    monkeypatch.setattr(maintenance_service, "_GRACE", maintenance_service.timedelta(0))
+    maintenance_service.redrive_turns()
+
+
+def _count(model, *where) -> int:
+    with session_scope() as session:
+        return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+# --- Redis ----------------------------------------------------------------------------------------------
+
+
+def test_redis_down_webhooks_are_accepted_and_answered_when_it_returns(api, make_client, llm, chatflow, monkeypatch):
+    make_client("salon")
+    with redis_outage():
+        first = api.post("/webhook/salon", json=chatflow_payload("Здравствуйте, вы открыты?", message_id="R-1"))
+        again = api.post("/webhook/salon", json=chatflow_payload("Здравствуйте, вы открыты?", message_id="R-1"))
+        health = api.get("/health")
+        assert first.json() == {"status": "ok"}
+        assert again.json() == {"status": "duplicate"}  # PostgreSQL's constraint still de-duplicates
+        assert health.status_code == 200 and health.json()["status"] == "degraded" and health.json()["redis"].startswith("error")
+        assert any("Health check failed" in a and "redis" in a for a in alert_service.sent)
+        assert _count(Message, Message.role == "user") == 1
+    wait_until(lambda: api.get("/health").json()["redis"] == "ok", timeout=10)
+    assert any(a.startswith("✅ Health check OK") for a in alert_service.sent)
+
+    _redrive_now(monkeypatch)
+    wait_until(lambda: chatflow.sent_texts(), timeout=15, message="the answer after Redis came back")
+    time.sleep(0.5)
+    assert len(chatflow.sent_texts()) == 1
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------------------
+
+
+def test_postgres_down_webhook_gets_503_and_nothing_is_half_written(api, make_client, llm, chatflow):
+    make_client("salon")
+    payload = chatflow_payload("Можно записаться?", message_id="PG-1")
+    with postgres_outage():
+        response = api.post("/webhook/salon", json=payload)
+        health = api.get("/health")
+    assert response.status_code == 503 and response.headers.get("retry-after")
+    assert health.status_code == 503 and health.json()["db"].startswith("error")
+    assert _count(Message) == 0
+
+    retry = api.post("/webhook/salon", json=payload)  # the gateway retries after a 5xx
+    assert retry.json() == {"status": "ok"}
+    assert len(wait_until(lambda: chatflow.sent_texts())) == 1
+
+
+# --- OpenAI ---------------------------------------------------------------------------------------------
+
+
+def test_openai_rate_limited_twice_falls_back_and_escalates(api, make_client, llm, chatflow):
+    make_client("salon")
+    llm.rate_limit(retry_after=0, times=None)
+    api.post("/webhook/salon", json=chatflow_payload("Сколько стоит?"))
+    assert wait_until(lambda: chatflow.sent_texts()) == [FALLBACK_RESPONSES["ai_error"]]
+    assert len(llm.requests_to("/chat/completions")) == 2
+    assert _count(Handover, Handover.reason == "ai_error") == 1
+
+
+def test_openai_timeout_is_bounded(api, make_client, llm, chatflow, monkeypatch):
+    monkeypatch.setattr(settings, "openai_timeout_seconds", 0.5)
+    make_client("salon")
+    llm.delay(5, times=None)
+    started = time.monotonic()
+    api.post("/webhook/salon", json=chatflow_payload("Сколько стоит?"))
+    assert wait_until(lambda: chatflow.sent_texts(), timeout=10) == [FALLBACK_RESPONSES["ai_error"]]
+    assert time.monotonic() - started < 0.5 * 2 + 1.5 + 1.0  # two timeouts, one back-off, buffer and slack
+
+
+def test_openai_garbage_is_a_failure_not_a_crash(api, make_client, llm, chatflow):
+    make_client("salon")
+    llm.garbage(times=None)
+    api.post("/webhook/salon", json=chatflow_payload("Привет"))
+    assert wait_until(lambda: chatflow.sent_texts()) == [FALLBACK_RESPONSES["ai_error"]]
+
+
+# --- ChatFlow and Telegram ------------------------------------------------------------------------------
+
+
+def test_chatflow_down_gives_up_with_an_alert_and_a_restart_sends_once(api, make_client, llm, chatflow, monkeypatch):
+    make_client("salon")
+    chatflow.fail(502, times=None)
+    api.post("/webhook/salon", json=chatflow_payload("Привет"))
+    wait_until(lambda: _outbox_status() == "pending" and _attempts() == 1, message="first attempt failed, retry scheduled")
+
+    # The process "restarts": its in-memory retry job is gone; the sweep finds the due item.
+    with session_scope() as session:
+        session.execute(text("UPDATE outbox SET next_attempt_at = now() - interval '1 minute'"))
+    chatflow.clear_faults()
+    assert outbox_service.redrive() == 1
+    wait_until(lambda: _outbox_status() == "sent")
+    outbox_service.redrive()
+    time.sleep(0.5)
+    assert len(chatflow.sent_texts()) == 1
+
+    monkeypatch.setattr(settings, "outbox_max_attempts", 1)
+    chatflow.fail(502, times=None)
+    api.post("/webhook/salon", json=chatflow_payload("Ещё вопрос", phone="77010000123"))
+    wait_until(lambda: _count(OutboxItem, OutboxItem.status == "failed") == 1)
+    assert any("Could not deliver a whatsapp message for client 'salon'" in a for a in alert_service.sent)
+
+
+def test_alerts_reach_the_operator_chat_and_a_failing_alert_is_only_logged(telegram, monkeypatch, caplog):
+    monkeypatch.setattr(settings, "alert_chat_id", -100999)
+    monkeypatch.setattr(settings, "telegram_bot_token", SecretStr("100002:alerts-bot"))
+    assert alert_service.fire("health", "Health check failed: redis=error")
+    assert not alert_service.fire("health", "Health check failed: redis=error")  # rate-limited
+    wait_until(lambda: telegram.messages(-100999), message="alert in the operator chat")
+    assert "Health check failed" in telegram.messages(-100999)[0].text
+
+    telegram.fail(500, times=None)
+    assert alert_service.clear("health", "Health check OK again")
+    wait_until(lambda: any(r.message == "alert.delivery_failed" for r in caplog.records), message="delivery failure logged")
+
+
+def test_error_burst_and_slow_answers_raise_alerts_and_clear():
+    for _ in range(5):
+        alert_service.record_error()
+    alert_service.record_response(12.0)
+    alert_service.evaluate()
+    assert any("5 errors" in a for a in alert_service.sent)
+    assert any("Average response time 12.0 s" in a for a in alert_service.sent)
+
+    alert_service._state.errors.clear()
+    alert_service._state.responses.clear()
+    alert_service.evaluate()
+    assert any(a.startswith("✅ Error rate back to normal") for a in alert_service.sent)
+    assert any(a.startswith("✅ Response time back to normal") for a in alert_service.sent)
+
+
+# --- load and bad input ---------------------------------------------------------------------------------
+
+
+def test_exactly_once_under_load(api, make_client, llm, chatflow):
+    """200 distinct messages, each delivered three times concurrently: exactly 200 WhatsApp sends."""
+    make_client("salon", settings={"buffer_wait_seconds": 0.2})
+    payloads = [chatflow_payload(f"Вопрос {i}", phone=f"7701{i:07d}", message_id=f"LOAD-{i}") for i in range(200)]
+    deliveries = [p for p in payloads for _ in range(3)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=24) as pool:
+        statuses = [r.status_code for r in pool.map(lambda p: api.post("/webhook/salon", json=p), deliveries)]
+    assert statuses.count(200) == 600
+
+    wait_until(lambda: len(chatflow.sent_texts()) >= 200, timeout=120, interval=0.5, message="200 answers")
+    time.sleep(1.5)
+    sent = chatflow.sent()
+    assert len(sent) == 200
+    assert len({m.jid for m in sent}) == 200
+    assert _count(Message, Message.role == "user") == 200
+
+
+# --- operator endpoints ---------------------------------------------------------------------------------
+
+
+def test_debug_shows_a_customer_to_the_operator_only(api, make_client, llm, chatflow, monkeypatch):
+    make_client("salon")
+    make_client("clinic")
+    api.post("/webhook/salon", json=chatflow_payload("Позовите менеджера", phone="77015705555"))
+    wait_until(lambda: chatflow.sent_texts())
+    monkeypatch.setattr(settings, "admin_token", SecretStr(ADMIN))
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+
+    assert api.get("/debug/77015705555").status_code == 401
+    assert api.get("/debug/77015705555", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert api.get("/debug/77000000000", headers=auth).status_code == 404
+    body = api.get("/debug/+7 701 570 5555", headers=auth).json()
+    assert body["phone"] == "77015705555" and body["client"] == "salon"
+    assert body["conversation"]["state"] == "pending" and body["conversation"]["bot_status"] == "muted"
+    assert body["active_handover"]["status"] == "pending" and body["active_handover"]["assigned_to"] is None
+    assert [m["role"] for m in body["recent_messages"]] == ["user", "assistant"]
+
+    api.post("/webhook/clinic", json=chatflow_payload("Здравствуйте", phone="77015705555"))
+    wait_until(lambda: len(chatflow.sent_texts()) == 2)
+    ambiguous = api.get("/debug/77015705555", headers=auth)
+    assert ambiguous.status_code == 422 and "client=SLUG" in ambiguous.json()["detail"]
+    assert api.get("/debug/77015705555?client=clinic", headers=auth).json()["client"] == "clinic"
+
+
+def test_debug_is_off_without_an_admin_token(api):
+    assert api.get("/debug/77015705555").status_code == 503
+
+
+def test_metrics_count_what_happened(api, make_client, llm, chatflow):
+    make_client("metrics-salon")
+    api.post("/webhook/metrics-salon", json=chatflow_payload("Привет"))
+    wait_until(lambda: chatflow.sent_texts())
+    time.sleep(0.2)
+    body = api.get("/metrics").text
+    assert 'truffles_messages_received_total{client="metrics-salon"}' in body
+    assert 'truffles_turns_processed_total{client="metrics-salon",outcome="answer"}' in body
+    assert 'truffles_ai_calls_total{client="metrics-salon",purpose="answer"}' in body
+    assert "truffles_response_seconds_bucket" in body and "truffles_queue_backlog" in body
+
+
+def test_docs_are_off_in_production(api):
+    assert api.get("/docs").status_code == 404
+    assert api.get("/openapi.json").status_code == 404
+
+
+def _outbox_status() -> str | None:
+    with session_scope() as session:
+        return session.scalar(select(OutboxItem.status).order_by(OutboxItem.created_at.desc()).limit(1))
+
+
+def _attempts() -> int:
+    with session_scope() as session:
+        return int(session.scalar(select(OutboxItem.attempts).order_by(OutboxItem.created_at.desc()).limit(1)) or 0)
+
+
+def test_failure_logs_carry_no_secrets_or_gateway_urls(api, make_client, llm, chatflow, telegram, monkeypatch, caplog):
+    """Everything that goes wrong with ChatFlow and Telegram is logged without tokens, full URLs or phones."""
+    import logging
+
+    from app.utils.logging import JsonFormatter
+
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setattr(settings, "outbox_max_attempts", 1)
+    make_client("salon", chatflow_token="cf-secret-token-123", telegram_chat_id=-100321, telegram_bot_token="100004:tg-secret-token")
+    chatflow.refuse("Invalid token", times=None)
+    telegram.fail(500, times=None)
+    api.post("/webhook/salon", json=chatflow_payload("Позовите менеджера", phone="77019998877"))
+    wait_until(lambda: _count(OutboxItem, OutboxItem.status == "failed") >= 1, timeout=20)
+
+    monkeypatch.setattr(settings, "chatflow_url", "http://127.0.0.1:9/api/v1/send-text")  # nothing listens: connection refused
+    api.post("/webhook/salon", json=chatflow_payload("Ещё", phone="77019998878"))
+    wait_until(lambda: _count(OutboxItem, OutboxItem.status == "failed", OutboxItem.channel == "whatsapp") >= 2, timeout=20)
+
+    logs = "\n".join(JsonFormatter().format(record) for record in caplog.records)
+    assert "whatsapp.send_failed" in logs and "telegram.call_failed" in logs
+    for secret in ("cf-secret-token-123", "tg-secret-token", "77019998877", "77019998878", "send-text?", "test-openai-key"):
+        assert secret not in logs
