@@ -9,7 +9,7 @@ import dramatiq
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -147,6 +147,14 @@ def create_app() -> FastAPI:
         logger.critical("db.unavailable", extra={"path": request.url.path, "error_type": type(exc).__name__})
         return JSONResponse(
             status_code=503, content={"detail": "database unavailable, retry later", "code": "unavailable"}, headers={"Retry-After": "5"}
+        )
+
+    @app.exception_handler(DataError)
+    async def unstorable(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value we let through validation: the sender's data is at fault, not the service.
+        logger.error("request.unstorable", extra={"path": request.url.path, "error_type": type(exc.orig).__name__})
+        return JSONResponse(
+            status_code=422, content={"detail": "the payload contains data that cannot be stored", "code": "invalid_payload"}
         )
 
     @app.exception_handler(Exception)

@@ -19,7 +19,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
 
 
-def chatflow_payload(text: str = "Привет", *, phone: str = "77010000001", message_id: str | None = None, **overrides: Any) -> dict[str, Any]:
+def chatflow_payload(
+    text: str = "Привет", *, phone: str = "77010000001", message_id: str | None = None, **overrides: Any
+) -> dict[str, Any]:
     """A ChatFlow webhook body as the gateway sends it."""
     body: dict[str, Any] = {
         "messageType": "text",

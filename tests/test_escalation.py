@@ -1,9 +1,9 @@
 """Handover to a human: the customer asks, a manager in Telegram takes it, talks, and gives it back."""
 
 import concurrent.futures
-import json
 import html
 import itertools
+import json
 import re
 import time
 from datetime import timedelta
@@ -109,7 +109,7 @@ def test_negated_request_is_answered_by_the_bot(api, salon, llm, chatflow, teleg
 
 
 def test_during_a_handover_the_customer_is_forwarded_and_the_bot_is_silent(api, salon, llm, chatflow, telegram):
-    h, topic, _ = escalated(api, telegram, chatflow)
+    _h, topic, _ = escalated(api, telegram, chatflow)
     wait_until(lambda: chatflow.sent_texts(PHONE))
     say(api, "Цена <b>5000</b> & скидка_10% для __меня__?")
 
@@ -194,7 +194,7 @@ def test_return_to_bot(api, salon, chatflow, telegram):
 
 
 def test_manager_reply_reaches_whatsapp_and_is_confirmed(api, salon, chatflow, telegram):
-    h, topic, _ = escalated(api, telegram, chatflow)
+    _h, topic, _ = escalated(api, telegram, chatflow)
     update = make_message_update(next(_updates), CHAT, topic, ANNA, "Добрый день! Чем могу помочь?")
     assert tg(api, update).json() == {"ok": True}
 
@@ -211,7 +211,7 @@ def test_manager_reply_reaches_whatsapp_and_is_confirmed(api, salon, chatflow, t
 def test_manager_reply_when_whatsapp_is_down_is_reported_in_the_topic(api, salon, chatflow, telegram, monkeypatch):
     from app.config import settings
 
-    h, topic, _ = escalated(api, telegram, chatflow)
+    _h, topic, _ = escalated(api, telegram, chatflow)
     wait_until(lambda: chatflow.sent_texts(PHONE))
     monkeypatch.setattr(settings, "outbox_max_attempts", 1)
     chatflow.fail(503, times=None)
@@ -226,7 +226,7 @@ def test_manager_reply_when_whatsapp_is_down_is_reported_in_the_topic(api, salon
 
 
 def test_deleted_topic_is_recreated(api, salon, chatflow, telegram):
-    h, topic, _ = escalated(api, telegram, chatflow)
+    _h, topic, _ = escalated(api, telegram, chatflow)
     telegram.delete_topic(CHAT, topic)
 
     say(api, "Алло, вы тут?")
@@ -244,7 +244,7 @@ def test_telegram_429_is_waited_out(api, salon, chatflow, telegram):
 
 
 def test_same_update_twice_is_handled_once(api, salon, chatflow, telegram):
-    h, topic, _ = escalated(api, telegram, chatflow)
+    _h, topic, _ = escalated(api, telegram, chatflow)
     update = make_message_update(next(_updates), CHAT, topic, ANNA, "Один раз")
     tg(api, update)
     tg(api, update)
@@ -292,7 +292,7 @@ def test_bot_answers_again_when_the_mute_expires(api, salon, llm, chatflow, tele
 
 
 def test_customer_no_while_waiting_cancels_the_handover(api, salon, chatflow, telegram):
-    h, topic, card_id = escalated(api, telegram, chatflow)
+    _h, topic, _card_id = escalated(api, telegram, chatflow)
     wait_until(lambda: chatflow.sent_texts(PHONE))
     say(api, "Не надо, отстаньте")
     wait_until(lambda: handover().status == "resolved", message="handover cancelled")
@@ -338,7 +338,7 @@ def test_ai_error_handover_reaches_telegram(api, salon, llm, chatflow, telegram)
 
 def test_reminders_then_auto_close_count_from_the_last_activity(api, make_client, chatflow, telegram):
     make_client("salon", telegram_chat_id=CHAT, telegram_bot_token="100001:test-bot-token", settings={"owner_username": "salon_owner"})
-    h, topic, card_id = escalated(api, telegram, chatflow)
+    _h, topic, card_id = escalated(api, telegram, chatflow)
     wait_until(lambda: chatflow.sent_texts(PHONE))
 
     def idle(minutes: int) -> None:

@@ -64,7 +64,9 @@ def test_client_prompt_from_file(tmp_path, capsys):
 def test_simulate_prints_the_reply_the_customer_gets(live_url, llm, chatflow, make_client, capsys):
     make_client("salon")
     llm.set_reply("Маникюр стоит 7000 тенге.")
-    code = cli.main(["simulate", "--client", "salon", "--phone", "+7 701 000 0099", "--url", live_url, "--timeout", "15", "Сколько маникюр?"])
+    code = cli.main(
+        ["simulate", "--client", "salon", "--phone", "+7 701 000 0099", "--url", live_url, "--timeout", "15", "Сколько маникюр?"]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "Маникюр стоит 7000 тенге." in out

@@ -145,3 +145,14 @@ def test_non_finite_numbers_are_not_a_crash(api, make_client, literal):
     body = json.dumps(chatflow_payload("Привет")).replace('"timestamp": ', f'"timestamp": {literal}, "_was": ', 1)
     response = api.post("/webhook/salon", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 200
+
+
+def test_nul_characters_are_dropped_not_a_crash(api, llm, chatflow, make_client):
+    """Found by fuzzing: PostgreSQL cannot store NUL in text or jsonb; it used to be a 500."""
+    make_client("salon")
+    payload = chatflow_payload("При\x00вет")
+    payload["mediaData"] = {"\x00": False, "caption": "a\x00b"}
+    assert api.post("/webhook/salon", json=payload).json() == {"status": "ok"}
+    wait_until(lambda: chatflow.sent_texts())
+    with session_scope() as session:
+        assert session.scalar(select(Message.content).where(Message.role == "user")) == "Привет"

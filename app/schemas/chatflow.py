@@ -5,6 +5,8 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.schemas import strip_nul
+
 _JID_DIGITS = re.compile(r"^\+?(\d{5,20})(?::\d+)?@")
 GROUP_OR_BROADCAST_SUFFIXES = ("@g.us", "@broadcast", "@newsletter")
 
@@ -92,6 +94,7 @@ class ChatFlowWebhook(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _unwrap_body(cls, data: Any) -> Any:
+        data = strip_nul(data)
         if isinstance(data, dict) and "metadata" not in data and isinstance(data.get("body"), dict):
             return data["body"]
         return data

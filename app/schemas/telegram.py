@@ -1,6 +1,10 @@
 """The parts of a Telegram Update this service reads; everything else is allowed and ignored."""
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.schemas import strip_nul
 
 
 class TgUser(BaseModel):
@@ -48,6 +52,11 @@ class TgCallbackQuery(BaseModel):
 
 class TgUpdate(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        return strip_nul(data)
 
     update_id: int
     message: TgMessage | None = None

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -86,7 +87,7 @@ def _trim(now: float) -> None:
         _state.responses.popleft()
 
 
-def evaluate(health: dict[str, object] | None = None) -> None:
+def evaluate(health: Mapping[str, object] | None = None) -> None:
     """Check every alert condition once; called by the maintenance loop and by /health."""
     if health is not None:
         failed = {k: v for k, v in health.items() if k in ("db", "redis", "qdrant") and v not in ("ok", "not_configured")}

@@ -488,12 +488,13 @@ def check_pending(now: datetime | None = None) -> int:
 
 
 def _remind(session: Session, handover: Handover, text: str, *, level: int) -> int:
-    claimed = session.execute(
+    claimed = session.scalar(
         update(Handover)
         .where(Handover.id == handover.id, Handover.reminders_sent < level, Handover.status == "pending")
         .values(reminders_sent=level)
-    ).rowcount
-    if not claimed:
+        .returning(Handover.id)
+    )
+    if claimed is None:
         return 0
     queue_topic_text(
         session, client_id=handover.client_id, conversation_id=handover.conversation_id, text=text, reply_to=handover.telegram_message_id

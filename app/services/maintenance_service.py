@@ -49,13 +49,14 @@ def redrive_turns(limit: int = 500) -> int:
 
 def tick() -> None:
     """One pass of every periodic task; each failure is logged and the others still run."""
-    for name, fn in [
+    periodic: list[tuple[str, Callable[[], object]]] = [
         ("turns", redrive_turns),
         ("outbox", outbox_service.redrive),
         ("handovers", escalation_service.check_pending),
         ("alerts", health_service.run_checks),
         *tasks,
-    ]:
+    ]
+    for name, fn in periodic:
         try:
             fn()
         except Exception as exc:

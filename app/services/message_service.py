@@ -489,7 +489,7 @@ def _finish(turn: Turn, decision: Decision) -> tuple[str, list[uuid.UUID]]:
             if not escalation.created:
                 _forward(session, turn, repeat=True)
                 outcome = "escalate_repeat"
-            text_ = decision.text if escalation.created else replies.HANDOVER_ALREADY
+            text_ = (decision.text or replies.HANDOVER_ACK) if escalation.created else replies.HANDOVER_ALREADY
             _reply(session, turn, text_, reason=decision.reason)
         elif decision.action == "opt_out":
             if handover is not None and handover.status == "pending":
