@@ -80,9 +80,18 @@ class Settings(BaseSettings):
     embedding_dimensions: int | None = None
     kb_chunk_chars: int = 700
     kb_chunk_overlap_chars: int = 100
-    # Relevance floor for `relevant()` (see kb_service), tuned on bench/fixtures/kb for the bundled e5 model
-    # (python -m bench.retrieval_bench). Re-tune when EMBEDDING_PROVIDER changes.
-    kb_min_score: float = 0.85
+    # Relevance floor for `knowledge_for()` (see kb_service), tuned on the tune split of bench/fixtures/kb for
+    # the bundled e5 model (python -m bench.retrieval_bench). Re-tune when EMBEDDING_PROVIDER changes.
+    kb_min_score: float = 0.83
+    # Embedded Qdrant only: score a tenant's vectors with numpy from an in-process copy (dropped on every
+    # write) instead of Qdrant's pure-Python scoring; false = always ask Qdrant (slow, for comparisons).
+    kb_search_cache: bool = True
+    # Largest knowledge-base file the admin API accepts (MAX_BODY_BYTES caps every request as well)
+    kb_upload_max_bytes: int = 5 * 1024 * 1024
+    # Stricter floor for quoting a passage verbatim when no language model is configured (`best_passage()`),
+    # tuned the same way: the lowest score at which the top hit was right >= 90% of the time
+    kb_offline_min_score: float = 0.85
+    kb_top_k: int = 3
 
     # Application
     log_level: str = "INFO"

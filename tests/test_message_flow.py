@@ -8,7 +8,7 @@ from sqlalchemy import select
 from app.db import session_scope
 from app.models import Handover, Message, OutboxItem
 from app.services import message_service
-from app.services.replies import FALLBACK_RESPONSES, NOT_CONFIGURED
+from app.services.replies import FALLBACK_RESPONSES, GREETING
 from tests.helpers import chatflow_payload, wait_until
 
 
@@ -132,9 +132,11 @@ def test_openai_down_gives_fallback_and_ai_error_handover(api, llm, chatflow, ma
 
 
 def test_without_openai_key_the_bot_still_answers(api, chatflow, make_client):
-    make_client("salon")
-    api.post("/webhook/salon", json=chatflow_payload("Привет"))
-    assert wait_until(lambda: chatflow.sent_texts()) == [NOT_CONFIGURED]
+    make_client("salon", settings={"escalate_on_no_knowledge": False})
+    api.post("/webhook/salon", json=chatflow_payload("Привет", phone="77010000031"))
+    api.post("/webhook/salon", json=chatflow_payload("Сколько стоит стрижка?", phone="77010000032"))
+    assert wait_until(lambda: chatflow.sent_texts("77010000031")) == [GREETING]
+    assert wait_until(lambda: chatflow.sent_texts("77010000032")) == [FALLBACK_RESPONSES["no_knowledge"]]
 
 
 def test_chatflow_success_false_is_retried_then_marked_failed(api, llm, chatflow, make_client, monkeypatch):

@@ -28,6 +28,7 @@ from app.services import (
     client_service,
     escalation_service,
     intent_service,
+    kb_service,
     media_service,
     outbox_service,
     replies,
@@ -35,8 +36,9 @@ from app.services import (
 )
 from app.services.ai_service import ChatTurn
 from app.services.client_service import ClientInfo
-from app.services.replies import FALLBACK_RESPONSES, NOT_CONFIGURED
+from app.services.replies import FALLBACK_RESPONSES
 from app.utils.errors import BadRequest, ConfigError, ExternalServiceError, MediaRejected
+from app.utils.text import split_text
 
 logger = logging.getLogger(__name__)
 
@@ -285,9 +287,13 @@ def _run_turn(conversation_id: uuid.UUID) -> str:
     turn = _open_turn(conversation_id)
     if turn is None:
         return "empty"
-    turn.parts = [_prepare(turn, message) for message in turn.messages]
-    decision = _decide(turn)
-    outcome, outbox_ids = _finish(turn, decision)
+    try:
+        turn.parts = [_prepare(turn, message) for message in turn.messages]
+        decision = _decide(turn)
+        outcome, outbox_ids = _finish(turn, decision)
+    except Exception:
+        _release(turn)  # the job is retried with backoff; the messages must be there to claim again
+        raise
     for outbox_id in outbox_ids:
         outbox_service.deliver(outbox_id)
     response_ms = _response_time_ms(turn)
@@ -311,6 +317,21 @@ def _run_turn(conversation_id: uuid.UUID) -> str:
         },
     )
     return outcome
+
+
+def _unclaim(turn_id: uuid.UUID) -> Any:
+    """Give a turn's messages back, to be claimed by a later turn."""
+    return (
+        update(Message)
+        .where(Message.turn_id == turn_id, Message.status == "processing")
+        .values(status="received", turn_id=None, claimed_at=None)
+    )
+
+
+def _release(turn: Turn) -> None:
+    with session_scope() as session:
+        session.execute(_unclaim(turn.id))
+    logger.error("turn.failed", extra=turn.log)
 
 
 def _open_turn(conversation_id: uuid.UUID) -> Turn | None:
@@ -438,22 +459,63 @@ def _decide(turn: Turn) -> Decision:
 
 
 def _answer(turn: Turn, base: dict[str, Any]) -> Decision:
-    """The assistant's answer; when the model fails the customer is told honestly and a manager is called."""
+    """The assistant's answer grounded in the client's knowledge. Honest when it does not know: without
+    relevant knowledge a factual question gets the no_knowledge reply (and, per client, a manager)."""
+    hits = _knowledge(turn)
+    relevant = [hit for hit in hits or [] if hit.score >= settings.kb_min_score]
+    has_knowledge_base = bool(hits)
     if not ai_service.is_configured():
-        return Decision("answer", text=NOT_CONFIGURED, **base)
+        return _answer_offline(turn, base, relevant)
+    if base.get("intent") == "question" and has_knowledge_base and not relevant:
+        return _no_knowledge(turn, base)
     try:
         answer = ai_service.generate_reply(
             system_prompt=turn.prompt,
             history=turn.history,
             turn_text=turn.text,
+            knowledge=[hit.text for hit in relevant],
             client_name=turn.client_name,
             log_extra=turn.log,
         )
     except ConfigError:
-        return Decision("answer", text=NOT_CONFIGURED, **base)
+        return _answer_offline(turn, base, relevant)
     except ExternalServiceError:
         return Decision("escalate", text=FALLBACK_RESPONSES["ai_error"], reason="ai_error", **base)
     return Decision("answer", text=answer, **base)
+
+
+def _knowledge(turn: Turn) -> list[kb_service.KnowledgeHit] | None:
+    """The client's best chunks for this turn; None when the knowledge base is unreachable (answer without it)."""
+    try:
+        return kb_service.search(client_id=str(turn.client_id), query=turn.customer_text, limit=settings.kb_top_k)
+    except ExternalServiceError:
+        return None  # qdrant_service has logged it with service=qdrant
+    except Exception as exc:  # the knowledge base is an aid: a bug in it must not cost the customer an answer
+        logger.exception("kb.search_crashed", extra={**turn.log, "error_type": type(exc).__name__})
+        return None
+
+
+def _answer_offline(turn: Turn, base: dict[str, Any], relevant: list[kb_service.KnowledgeHit]) -> Decision:
+    """No language model: greet, or quote the knowledge passage when it is a confident match."""
+    if base.get("intent") == "greeting":
+        return Decision("answer", text=replies.GREETING, **base)
+    if relevant and relevant[0].score >= settings.kb_offline_min_score:
+        return Decision("answer", text=_passage(relevant[0]), **base)
+    return _no_knowledge(turn, base)
+
+
+def _no_knowledge(turn: Turn, base: dict[str, Any]) -> Decision:
+    if turn.client_settings.escalate_on_no_knowledge:
+        return Decision("escalate", text=FALLBACK_RESPONSES["no_knowledge"], reason="no_knowledge", **base)
+    return Decision("answer", text=FALLBACK_RESPONSES["no_knowledge"], **base)
+
+
+def _passage(hit: kb_service.KnowledgeHit) -> str:
+    """A chunk as an answer: without its heading path line, at most ~1000 characters."""
+    body = hit.text
+    if hit.heading and body.startswith(hit.heading):
+        body = body[len(hit.heading) :].lstrip(" :\n")
+    return split_text(body or hit.text, 1000)[0]
 
 
 def _finish(turn: Turn, decision: Decision) -> tuple[str, list[uuid.UUID]]:
@@ -463,11 +525,7 @@ def _finish(turn: Turn, decision: Decision) -> tuple[str, list[uuid.UUID]]:
         assert conversation is not None
         newer = session.scalar(select(exists().where(Message.conversation_id == turn.conversation_id, Message.status == "received")))
         if newer:
-            session.execute(
-                update(Message)
-                .where(Message.turn_id == turn.id, Message.status == "processing")
-                .values(status="received", turn_id=None, claimed_at=None)
-            )
+            session.execute(_unclaim(turn.id))
             return "superseded", []
         handover = escalation_service.open_handover(session, conversation.id, lock=True)
         if handover is not None and decision.action in ("answer", "escalate", "store"):

@@ -7,8 +7,8 @@ FALLBACK_RESPONSES = {
     "whatsapp_error": "Не удалось отправить сообщение.",
 }
 
-# Answered when no language model is configured and nothing else can answer.
-NOT_CONFIGURED = "Здравствуйте! Сейчас я не могу ответить сам. Передам ваш вопрос коллегам, вам ответят."
+# Offline mode (no language model): a greeting gets a greeting.
+GREETING = "Здравствуйте! Чем могу помочь?"
 
 # Escalation: said once, only after the handover exists.
 HANDOVER_ACK = "Передаю ваш вопрос менеджеру — свяжется в ближайшее время."

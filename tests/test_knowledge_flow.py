@@ -1,0 +1,106 @@
+"""Answers grounded in each client's own knowledge, never another client's, honest when nothing matches."""
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+
+from app.config import settings
+from app.db import session_scope
+from app.models import Handover
+from app.services import kb_service, qdrant_service
+from app.services.replies import FALLBACK_RESPONSES
+from tests.helpers import chatflow_payload, wait_until
+
+SALON_KB = """# Цены
+## Маникюр
+Классический маникюр стоит 7000 тенге, с покрытием гель-лаком 9500 тенге.
+
+# Режим работы
+Салон работает ежедневно с 10:00 до 21:00, без выходных.
+
+# Адрес
+Мы находимся в Алматы, проспект Абая 150, второй этаж.
+"""
+
+CLINIC_KB = """# Приём
+## Стоимость консультации
+Консультация терапевта стоит 12000 тенге. Секретный код клиники: ZETA-42.
+"""
+
+
+@pytest.fixture
+def salon(make_client):
+    client = make_client("salon")
+    kb_service.ingest_text(client_id=str(client.id), source="salon.md", text=SALON_KB, kind="markdown")
+    return client
+
+
+def _system_prompt(llm) -> str:
+    return llm.chat_requests()[-1]["messages"][0]["content"]
+
+
+def test_answer_uses_the_clients_knowledge(api, salon, llm, chatflow):
+    llm.set_reply("Классический маникюр — 7000 тенге.")
+    api.post("/webhook/salon", json=chatflow_payload("Сколько у вас стоит маникюр?"))
+    assert wait_until(lambda: chatflow.sent_texts()) == ["Классический маникюр — 7000 тенге."]
+    prompt = _system_prompt(llm)
+    assert "Справочные материалы" in prompt and "<<<" in prompt and ">>>" in prompt
+    assert "7000 тенге" in prompt
+
+
+def test_one_clients_knowledge_never_reaches_another_clients_customers(api, salon, make_client, llm, chatflow):
+    clinic = make_client("clinic")
+    kb_service.ingest_text(client_id=str(clinic.id), source="clinic.md", text=CLINIC_KB, kind="markdown")
+    api.post("/webhook/salon", json=chatflow_payload("Сколько стоит маникюр? И консультация терапевта, секретный код клиники?"))
+    wait_until(lambda: chatflow.sent_texts())
+    prompt = _system_prompt(llm)
+    assert "7000 тенге" in prompt  # the salon's own knowledge was found
+    assert "ZETA-42" not in prompt and "12000" not in prompt
+
+
+def test_question_without_relevant_knowledge_is_answered_honestly_and_escalated(api, salon, llm, chatflow):
+    api.post("/webhook/salon", json=chatflow_payload("Вы делаете ремонт автомобилей?"))
+    assert wait_until(lambda: chatflow.sent_texts()) == [FALLBACK_RESPONSES["no_knowledge"]]
+    assert llm.chat_requests() == []
+    with session_scope() as session:
+        assert session.scalar(select(Handover.reason)) == "no_knowledge"
+
+
+def test_no_knowledge_without_escalation_when_the_client_says_so(api, make_client, llm, chatflow):
+    client = make_client("salon", settings={"escalate_on_no_knowledge": False})
+    kb_service.ingest_text(client_id=str(client.id), source="salon.md", text=SALON_KB, kind="markdown")
+    api.post("/webhook/salon", json=chatflow_payload("Вы делаете ремонт автомобилей?"))
+    assert wait_until(lambda: chatflow.sent_texts()) == [FALLBACK_RESPONSES["no_knowledge"]]
+    with session_scope() as session:
+        assert session.scalar(select(Handover.id)) is None
+
+
+def test_without_a_language_model_a_confident_passage_is_the_answer(api, salon, chatflow):
+    api.post("/webhook/salon", json=chatflow_payload("До скольки работает салон?", phone="77010000041"))
+    [answer] = wait_until(lambda: chatflow.sent_texts("77010000041"))
+    assert "с 10:00 до 21:00" in answer and not answer.startswith("Режим работы")
+
+    api.post("/webhook/salon", json=chatflow_payload("Сколько стоит ремонт телевизора?", phone="77010000042"))
+    assert wait_until(lambda: chatflow.sent_texts("77010000042")) == [FALLBACK_RESPONSES["no_knowledge"]]
+
+
+@pytest.fixture
+def qdrant_unreachable(monkeypatch) -> Iterator[None]:
+    qdrant_service.close()
+    monkeypatch.setattr(settings, "qdrant_url", "http://127.0.0.1:9")  # nothing listens there
+    yield
+    qdrant_service.close()
+    monkeypatch.undo()
+    qdrant_service.close()
+
+
+def test_qdrant_down_answers_without_knowledge(api, make_client, llm, chatflow, qdrant_unreachable, caplog):
+    make_client("salon")
+    caplog.set_level(logging.ERROR)
+    llm.set_reply("Уточню и вернусь с ответом.")
+    api.post("/webhook/salon", json=chatflow_payload("Сколько стоит маникюр?"))
+    assert wait_until(lambda: chatflow.sent_texts(), timeout=15) == ["Уточню и вернусь с ответом."]
+    assert "Справочные материалы" not in _system_prompt(llm)
+    assert any(getattr(r, "service", None) == "qdrant" for r in caplog.records)
