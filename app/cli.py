@@ -15,6 +15,7 @@ from alembic.config import Config
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
+from app.cli_kb import add_kb_commands
 from app.config import settings
 from app.db import session_scope
 from app.models import Client, Conversation, Message, User
@@ -305,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--timeout", type=float, default=60.0)
     sim.add_argument("text")
     sim.set_defaults(func=cmd_simulate)
+    add_kb_commands(sub)
     return parser
 
 

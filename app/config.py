@@ -86,7 +86,8 @@ class Settings(BaseSettings):
     # Embedded Qdrant only: score a tenant's vectors with numpy from an in-process copy (dropped on every
     # write) instead of Qdrant's pure-Python scoring; false = always ask Qdrant (slow, for comparisons).
     kb_search_cache: bool = True
-    # Largest knowledge-base file the admin API accepts (MAX_BODY_BYTES caps every request as well)
+    # Largest knowledge-base file the admin API accepts; an /admin/ request body may be this plus 64 KiB
+    # (every other request is capped by MAX_BODY_BYTES)
     kb_upload_max_bytes: int = 5 * 1024 * 1024
     # Stricter floor for quoting a passage verbatim when no language model is configured (`best_passage()`),
     # tuned the same way: the lowest score at which the top hit was right >= 90% of the time

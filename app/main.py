@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import worker
 from app.config import settings
-from app.routers import debug, health, metrics, telegram_webhook, webhook
+from app.routers import admin, debug, health, metrics, telegram_webhook, webhook
 from app.services import alert_service, qdrant_service
 from app.services.maintenance_service import Maintenance
 from app.utils.errors import TrufflesError
@@ -50,18 +50,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 class BodySizeLimit:
-    """Reject oversize request bodies before they are read into memory (413)."""
+    """Reject oversize request bodies before they are read into memory (413).
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    Webhooks carry a message each; only the operator's knowledge uploads (`/admin/`) may be larger.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, admin_max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.admin_max_bytes = admin_max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.admin_max_bytes if scope.get("path", "").startswith("/admin/") else self.max_bytes
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+            if name == b"content-length" and value.isdigit() and int(value) > max_bytes:
                 await _too_large(send)
                 return
         received = 0
@@ -72,7 +77,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     too_large = True
                     raise _BodyTooLarge
             return message
@@ -116,12 +121,14 @@ def create_app() -> FastAPI:
         redoc_url=None,
         openapi_url="/openapi.json" if settings.debug else None,
     )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # An upload's files are each capped by the admin router; the multipart framing needs a little more.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, admin_max_bytes=settings.kb_upload_max_bytes + 64 * 1024)
     app.include_router(webhook.router)
     app.include_router(telegram_webhook.router)
     app.include_router(health.router)
     app.include_router(debug.router)
     app.include_router(metrics.router)
+    app.include_router(admin.router)
 
     @app.exception_handler(TrufflesError)
     async def domain_error(request: Request, exc: TrufflesError) -> JSONResponse:

@@ -1,11 +1,15 @@
 """Retrieval benchmark: quality on the «Жібек» fixture, threshold sweep, search latency at 5 000 chunks.
 
-    python -m bench.retrieval_bench [--json] [--chunks 5000] [--embed-all]
+    python -m bench.retrieval_bench [--json] [--chunks 5000] [--embed-all] [--shape share|dominant|both]
 
 Runs offline on a temporary embedded Qdrant. The fixture is ingested through kb_service (real loaders,
 chunking, embeddings). Filler chunks for other tenants (and this one) have real sparse vectors, but
 their dense vectors are real embeddings of a sample of them, jittered: embedding 5 000 chunks takes
 minutes on 2 cores, the time is extrapolated from the sample and reported (--embed-all embeds them all).
+
+Two shapes of the 5 000 chunks: `share`, the fixture's tenant holds ~500 and three others ~1 500 each;
+`dominant`, the fixture's tenant holds ~4 500 and the others share the rest. Quality is reported on the
+fixture alone (tune and held-out apart) and again with the filler loaded.
 """
 
 from __future__ import annotations
@@ -78,8 +82,28 @@ def evaluate(threshold: float) -> dict[str, Any]:
 
     tune = [row for row in rows if row["split"] == "tune"]
     tune_off = [row for row in off if row["split"] == "tune"]
+    strict = settings.kb_offline_min_score
+    answered = [row for row in rows if row["top"] >= strict]
+    confident = {
+        "threshold": strict,
+        "answered": round(len(answered) / len(rows), 3),
+        "right": round(sum(row["rank"] == 0 for row in answered) / (len(answered) or 1), 3),
+        "off_topic_answered": sum(row["top"] >= strict for row in off),
+        "tune_sweep": [
+            {
+                "threshold": step / 100,
+                "answered": round(sum(row["top"] >= step / 100 for row in tune) / len(tune), 3),
+                "right": _share(
+                    sum(row["rank"] == 0 and row["top"] >= step / 100 for row in tune),
+                    sum(row["top"] >= step / 100 for row in tune),
+                ),
+                "off_answered": sum(row["top"] >= step / 100 for row in tune_off),
+            }
+            for step in range(80, 96)
+        ],
+    }
     sweep = []
-    for step in range(70, 96):
+    for step in range(75, 96):
         candidate = step / 100
         accepted = sum(row["top"] >= candidate for row in tune) / len(tune)
         rejected = sum(row["top"] < candidate for row in tune_off) / len(tune_off)
@@ -100,8 +124,13 @@ def evaluate(threshold: float) -> dict[str, Any]:
         "off_topic_accepted": [row["q"] for row in off if row["top"] >= threshold],
         "misses@3": [row["q"] for row in rows if row["rank"] is None],
         "foreign_hits": sum(row["foreign"] for row in rows),
+        "confident": confident,
         "sweep": sweep,
     }
+
+
+def _share(part: int, whole: int) -> float:
+    return round(part / (whole or 1), 3)
 
 
 def _foreign(hits: list[kb_service.KnowledgeHit]) -> int:
@@ -152,6 +181,7 @@ def load_filler(total: int, *, own: int, embed_all: bool, seed: int = 7) -> dict
     """Add `total` filler points: `own` for CLIENT, the rest split over the other tenants."""
     rng = random.Random(seed)
     embedder = embedding_service.get_embedder()
+    own = min(own, total)
     others = (total - own) // len(OTHER_TENANTS)
     tenants = [*OTHER_TENANTS, CLIENT]
     texts = {tenant: filler_texts(own if tenant == CLIENT else others, tenant, rng) for tenant in tenants}
@@ -164,21 +194,29 @@ def load_filler(total: int, *, own: int, embed_all: bool, seed: int = 7) -> dict
     started = time.perf_counter()
     heading_sample = np.array([embedder.embed_query(heading) for _, heading, _ in flat[:40]])
     per_heading = (time.perf_counter() - started) / len(heading_sample)
+    line_texts = [kb_service.chunk_lines(kb_service.Chunk(index=0, heading=heading, text=text)) for _, heading, text in flat]
+    started = time.perf_counter()
+    line_sample = np.array(embedder.embed_documents([line for lines in line_texts[:: max(1, len(flat) // 40)][:40] for line in lines]))
+    per_line = (time.perf_counter() - started) / len(line_sample)
 
+    line_counts = [len(lines) for lines in line_texts]
     if embed_all:
         started = time.perf_counter()
         dense = np.array(embedder.embed_documents([text for _, _, text in flat]))
-        headings = np.array([embedder.embed_query(heading) for _, heading, _ in flat])
+        headings = np.array(embedder.embed_queries([heading for _, heading, _ in flat]))
+        all_lines = np.array(embedder.embed_documents([line for lines in line_texts for line in lines]))
         embed_seconds = time.perf_counter() - started
     else:
         noise = np.random.default_rng(seed)
 
-        def jitter(base: np.ndarray) -> np.ndarray:
-            rows = base[noise.integers(0, len(base), len(flat))] + noise.normal(0, 0.02, (len(flat), base.shape[1]))
+        def jitter(base: np.ndarray, count: int) -> np.ndarray:
+            rows = base[noise.integers(0, len(base), count)] + noise.normal(0, 0.02, (count, base.shape[1]))
             return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
-        dense, headings = jitter(sample_vectors), jitter(heading_sample)
+        dense, headings = jitter(sample_vectors, len(flat)), jitter(heading_sample, len(flat))
+        all_lines = jitter(line_sample, sum(line_counts))
         embed_seconds = None
+    line_starts = np.cumsum([0, *line_counts])
 
     started = time.perf_counter()
     sparse = [embedding_service.sparse_document(text) for _, _, text in flat]
@@ -189,6 +227,7 @@ def load_filler(total: int, *, own: int, embed_all: bool, seed: int = 7) -> dict
             id=kb_service.chunk_id(client_id=tenant, source=f"filler-{tenant}.md", index=index),
             dense=dense[index].tolist(),
             heading=headings[index].tolist(),
+            lines=all_lines[line_starts[index] : line_starts[index + 1]].tolist(),
             sparse=sparse[index],
             payload={
                 "client_id": tenant,
@@ -213,7 +252,9 @@ def load_filler(total: int, *, own: int, embed_all: bool, seed: int = 7) -> dict
         "sample_embedded": len(sample) + len(heading_sample),
         "embed_seconds_per_text": round(per_text, 4),
         "embed_seconds_per_heading": round(per_heading, 4),
-        "embed_all_seconds_estimated": round((per_text + per_heading) * len(points), 1),
+        "embed_seconds_per_line": round(per_line, 4),
+        "lines_per_chunk": round(sum(line_counts) / len(line_counts), 1),
+        "embed_all_seconds_estimated": round((per_text + per_heading) * len(points) + per_line * sum(line_counts), 1),
         "embed_all_seconds_measured": None if embed_seconds is None else round(embed_seconds, 1),
         "sparse_seconds": round(sparse_seconds, 2),
         "upsert_seconds": round(upsert_seconds, 2),
@@ -221,11 +262,16 @@ def load_filler(total: int, *, own: int, embed_all: bool, seed: int = 7) -> dict
 
 
 def latency(rounds: int, tenant: str = CLIENT) -> dict[str, Any]:
-    """Median and p95 of kb_service.search end to end, and of the Qdrant query alone, for a tenant."""
+    """Median and p95 of kb_service.search end to end, of the store query alone and of the query
+    embedding, for a tenant; plus the one-off cost of building its in-process index."""
     data = load_questions()
     queries = [question["q"] for question in data["questions"] + data["off_topic"]]
     embedder, collection = kb_service._ready(tenant)
-    end_to_end, qdrant_only, embed_only = [], [], []
+    qdrant_service._forget_indexes()
+    started = time.perf_counter()
+    kb_service.search(client_id=tenant, query="прогрев индекса", limit=5)
+    first_search_ms = (time.perf_counter() - started) * 1000
+    end_to_end, store_only, embed_only = [], [], []
     for _ in range(rounds):
         for query in queries:
             started = time.perf_counter()
@@ -239,8 +285,15 @@ def latency(rounds: int, tenant: str = CLIENT) -> dict[str, Any]:
     for _ in range(rounds):
         for dense, sparse in vectors:
             started = time.perf_counter()
-            qdrant_service.hybrid_search(collection=collection, client_id=tenant, dense=dense, sparse=sparse, limit=10, prefetch_limit=20)
-            qdrant_only.append((time.perf_counter() - started) * 1000)
+            qdrant_service.hybrid_search(
+                collection=collection,
+                client_id=tenant,
+                dense=dense,
+                sparse=sparse,
+                limit=kb_service._MIN_CANDIDATES,
+                prefetch_limit=kb_service._MIN_PREFETCH,
+            )
+            store_only.append((time.perf_counter() - started) * 1000)
 
     def stats(samples: list[float]) -> dict[str, float]:
         ordered = sorted(samples)
@@ -252,15 +305,16 @@ def latency(rounds: int, tenant: str = CLIENT) -> dict[str, Any]:
 
     return {
         "tenant": tenant,
+        "first_search_ms": round(first_search_ms, 1),
         "search": stats(end_to_end),
-        "qdrant_query": stats(qdrant_only),
+        "store_query": stats(store_only),
         "query_embedding": stats(embed_only),
     }
 
 
-def run(*, chunks: int, own: int, embed_all: bool, rounds: int) -> dict[str, Any]:
+def run(*, chunks: int, own: int, embed_all: bool, rounds: int, quality: bool = True) -> dict[str, Any]:
     """The whole benchmark in a temporary embedded Qdrant; returns the results."""
-    results: dict[str, Any] = {"embedder": None}
+    results: dict[str, Any] = {"embedder": None, "own": own}
     with tempfile.TemporaryDirectory(prefix="kb-bench-") as folder:
         qdrant_service.configure(path=Path(folder))
         try:
@@ -279,80 +333,94 @@ def run(*, chunks: int, own: int, embed_all: bool, rounds: int) -> dict[str, Any
             started = time.perf_counter()
             report = kb_service.ingest_paths(client_id=CLIENT, paths=[FIXTURE / "salon.md", FIXTURE / "faq.yaml"])
             results["ingest"] = {"chunks": report.chunks, "seconds": round(time.perf_counter() - started, 2)}
-            results["quality"] = evaluate(settings.kb_min_score)
+            if quality:
+                results["quality"] = evaluate(settings.kb_min_score)
             results["load"] = load_filler(chunks - report.chunks, own=own, embed_all=embed_all)
-            results["quality_under_load"] = {key: value for key, value in evaluate(settings.kb_min_score).items() if key != "sweep"}
+            results["rss_mb_loaded"] = round(_rss_mb(), 1)
+            if quality:
+                results["quality_under_load"] = {key: value for key, value in evaluate(settings.kb_min_score).items() if key != "sweep"}
             results["latency"] = latency(rounds)
-            results["latency_large_tenant"] = latency(1, OTHER_TENANTS[0])
+            results["latency_other_tenant"] = latency(1, OTHER_TENANTS[0])
             results["rss_mb_end"] = round(_rss_mb(), 1)
         finally:
             qdrant_service.configure(path=None)
     return results
 
 
+def _print_quality(quality: dict[str, Any]) -> None:
+    for name in ("all", "tune", "heldout", "kazakh", "no_shared_words"):
+        row = quality[name]
+        print(f"  {name:16} n={row['n']:3}  hit@1={row['hit@1']:.3f}  hit@3={row['hit@3']:.3f}  answered@3={row['answered@3']:.3f}")
+    off = quality["off_topic_rejected"]
+    print(f"  kb_min_score={quality['threshold']}: off-topic rejected all={off['all']} tune={off['tune']} heldout={off['heldout']}")
+    print(f"  on-topic below threshold: {quality['on_topic_below_threshold']}")
+    print(f"  off-topic accepted: {quality['off_topic_accepted']}")
+    print(f"  misses@3: {quality['misses@3']}  foreign hits: {quality['foreign_hits']}")
+    confident = quality["confident"]
+    print(
+        f"  best_passage (kb_offline_min_score={confident['threshold']}): answers {confident['answered']} of on-topic, "
+        f"right {confident['right']} of those; off-topic answered {confident['off_topic_answered']}"
+    )
+
+
 def _print(results: dict[str, Any]) -> None:
-    quality, load, lat = results["quality"], results["load"], results["latency"]
-    emb = results["embedder"]
+    emb, load = results["embedder"], results["load"]
+    print(f"== shape: fixture tenant owns {results['own'] + results['ingest']['chunks']} chunks ==")
     print(
         f"embedder {emb['name']} dim={emb['dim']} load={emb['load_seconds']}s; rss before {emb['rss_mb_before']} MB, "
         f"after load {emb['rss_mb_after_load']} MB, after first use {emb['rss_mb_after_first_use']} MB"
     )
     print(f"fixture: {results['ingest']['chunks']} chunks ingested in {results['ingest']['seconds']}s")
-    for name in ("all", "tune", "heldout", "kazakh", "no_shared_words"):
-        row = quality[name]
-        print(f"  {name:16} n={row['n']:3}  hit@1={row['hit@1']:.3f}  hit@3={row['hit@3']:.3f}  answered@3={row['answered@3']:.3f}")
-    off = quality["off_topic_rejected"]
-    print(f"threshold kb_min_score={quality['threshold']}: off-topic rejected all={off['all']} tune={off['tune']} heldout={off['heldout']}")
-    print(f"  on-topic below threshold: {quality['on_topic_below_threshold']}")
-    print(f"  off-topic accepted: {quality['off_topic_accepted']}")
-    print(f"  misses@3: {quality['misses@3']}")
-    print(
-        "  sweep (tune split): "
-        + "  ".join(
-            f"{row['threshold']:.2f}:{row['tune_on_accepted']:.2f}/{row['tune_off_rejected']:.2f}"
-            for row in quality["sweep"]
-            if 0.78 <= row["threshold"] <= 0.9
+    if "quality" in results:
+        print("quality on the fixture alone:")
+        _print_quality(results["quality"])
+        sweep = results["quality"]["sweep"]
+        print(
+            "  sweep (tune split, on accepted/off rejected): "
+            + "  ".join(f"{row['threshold']:.2f}:{row['tune_on_accepted']:.2f}/{row['tune_off_rejected']:.2f}" for row in sweep)
         )
-    )
-    under = results["quality_under_load"]
+        print(f"quality with {load['filler_points']} filler points loaded:")
+        _print_quality(results["quality_under_load"])
     print(
-        f"under load ({load['filler_points']} filler points, 4 tenants): hit@1={under['all']['hit@1']} "
-        f"hit@3={under['all']['hit@3']} off-topic rejected={under['off_topic_rejected']['all']} "
-        f"foreign hits={under['foreign_hits']}"
-    )
-    print(
-        f"embedding: {load['embed_seconds_per_text'] * 1000:.0f} ms/text + {load['embed_seconds_per_heading'] * 1000:.0f} ms/heading"
-        f" -> ~{load['embed_all_seconds_estimated']}s "
-        f"for all filler (measured: {load['embed_all_seconds_measured']}); sparse {load['sparse_seconds']}s, "
-        f"upsert {load['upsert_seconds']}s"
+        f"filler: {load['lines_per_chunk']} lines/chunk; embedding {load['embed_seconds_per_text'] * 1000:.0f} ms/text + "
+        f"{load['embed_seconds_per_heading'] * 1000:.0f} ms/heading + {load['embed_seconds_per_line'] * 1000:.0f} ms/line"
+        f" -> ~{load['embed_all_seconds_estimated']}s for all filler (measured: {load['embed_all_seconds_measured']}); "
+        f"sparse {load['sparse_seconds']}s, upsert {load['upsert_seconds']}s"
     )
     sizes = load["points_per_tenant"]
-    for tenant_lat in (lat, results["latency_large_tenant"]):
+    total = load["filler_points"] + results["ingest"]["chunks"]
+    for tenant_lat in (results["latency"], results["latency_other_tenant"]):
         tenant = tenant_lat["tenant"]
         own = sizes[tenant] + (results["ingest"]["chunks"] if tenant == CLIENT else 0)
         print(
-            f"latency for {tenant} ({own} own chunks, {load['filler_points'] + results['ingest']['chunks']} in the store): "
-            f"search median={tenant_lat['search']['median_ms']} ms p95={tenant_lat['search']['p95_ms']} ms "
-            f"(n={tenant_lat['search']['n']}); qdrant query median={tenant_lat['qdrant_query']['median_ms']} ms "
-            f"p95={tenant_lat['qdrant_query']['p95_ms']} ms; query embedding median="
-            f"{tenant_lat['query_embedding']['median_ms']} ms"
+            f"latency for {tenant} ({own} own chunks of {total}): search median={tenant_lat['search']['median_ms']} ms "
+            f"p95={tenant_lat['search']['p95_ms']} ms (n={tenant_lat['search']['n']}); store query median="
+            f"{tenant_lat['store_query']['median_ms']} ms p95={tenant_lat['store_query']['p95_ms']} ms; query embedding "
+            f"median={tenant_lat['query_embedding']['median_ms']} ms; first search (builds the index) "
+            f"{tenant_lat['first_search_ms']} ms"
         )
-    print(f"rss at end: {results['rss_mb_end']} MB")
+    print(f"rss with everything loaded: {results['rss_mb_loaded']} MB, at end: {results['rss_mb_end']} MB")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--chunks", type=int, default=5000, help="points in the collection for the latency run")
-    parser.add_argument("--own", type=int, default=479, help="filler chunks for the fixture's own tenant")
+    parser.add_argument("--chunks", type=int, default=5000, help="points in the store for the latency run")
+    parser.add_argument("--shape", choices=("share", "dominant", "both"), default="both", help="how the chunks are spread over tenants")
     parser.add_argument("--embed-all", action="store_true", help="embed every filler chunk instead of a sample")
     parser.add_argument("--rounds", type=int, default=3, help="passes over the questions for latency")
     args = parser.parse_args(argv)
-    results = run(chunks=args.chunks, own=args.own, embed_all=args.embed_all, rounds=args.rounds)
+    shapes = {"share": (479, True), "dominant": (args.chunks - 521, False)}
+    runs = [
+        run(chunks=args.chunks, own=own, embed_all=args.embed_all, rounds=args.rounds, quality=quality)
+        for name, (own, quality) in shapes.items()
+        if args.shape in (name, "both")
+    ]
     if args.json:
-        print(json.dumps(results, ensure_ascii=False, indent=2))
+        print(json.dumps(runs, ensure_ascii=False, indent=2))
     else:
-        _print(results)
+        for results in runs:
+            _print(results)
     return 0
 
 
