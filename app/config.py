@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     db_pool_size: int = 20
     db_max_overflow: int = 20
     db_pool_timeout_seconds: float = 5.0
+    # Connections of the webhook's autocommit pool (and as many again in overflow)
+    db_fast_pool_size: int = 8
     redis_timeout_seconds: float = 2.0
 
     # OpenAI (chat answers, optional LLM intent classification, optional embeddings)
@@ -107,6 +109,8 @@ class Settings(BaseSettings):
     worker_mode: Literal["inprocess", "off"] = "inprocess"
     worker_threads: int = 8
     worker_poll_ms: int = 20
+    # How often each worker process looks for turns that are due (the debounce's resolution)
+    dispatch_poll_ms: int = 25
     turn_lock_seconds: int = 180
     outbox_max_attempts: int = 6
     maintenance_interval_seconds: float = 15.0

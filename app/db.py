@@ -1,11 +1,14 @@
 """The database engine and the unit-of-work session scope, built once per process."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
-from sqlalchemy import create_engine
+from sqlalchemy import Row, create_engine
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.elements import TextClause
 
 from app.config import settings
 
@@ -20,6 +23,41 @@ engine: Engine = create_engine(
     connect_args={"connect_timeout": 5, "application_name": "truffles"},
 )
 SessionLocal = sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
+
+# The webhook's single-statement writes: autocommit (no BEGIN/COMMIT round trips) and no pre-ping
+# (a dead connection is retried once instead, see execute_once). Its own small pool.
+_autocommit_engine: Engine = create_engine(
+    settings.database_url,
+    isolation_level="AUTOCOMMIT",
+    pool_size=settings.db_fast_pool_size,
+    max_overflow=settings.db_fast_pool_size,
+    pool_timeout=settings.db_pool_timeout_seconds,
+    pool_recycle=1800,
+    connect_args={"connect_timeout": 5, "application_name": "truffles-webhook"},
+)
+
+
+def execute_once(statement: TextClause, params: Mapping[str, Any]) -> Row[Any] | None:
+    """Run one self-contained statement in autocommit mode and return its first row.
+
+    A connection that died since its last use (a PostgreSQL restart) is discarded and the statement
+    retried once on a fresh one; any other error, or a second failure, propagates (the webhook answers 503).
+    The statement must be safe to repeat (the webhook's insert is: ON CONFLICT DO NOTHING).
+    """
+    for attempt in (1, 2):
+        try:
+            with _autocommit_engine.connect() as connection:
+                return connection.execute(statement, params).first()
+        except DBAPIError as exc:
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+    raise AssertionError("unreachable")
+
+
+def dispose() -> None:
+    """Close every pooled connection (tests, after a fork)."""
+    engine.dispose()
+    _autocommit_engine.dispose()
 
 
 @contextmanager

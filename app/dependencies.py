@@ -11,8 +11,6 @@ from sqlalchemy.orm import Session
 from app.config import settings
 from app.db import session_scope
 from app.redis_client import redis_client
-from app.services import client_service
-from app.services.client_service import ClientInfo
 from app.utils.errors import ConfigError, Unauthorized
 
 
@@ -27,17 +25,6 @@ def get_redis() -> redis.Redis:
 
 DbSession = Annotated[Session, Depends(get_db)]
 RedisDep = Annotated[redis.Redis, Depends(get_redis)]
-
-
-def get_webhook_client(client_slug: str, session: DbSession, x_webhook_secret: Annotated[str | None, Header()] = None) -> ClientInfo:
-    """The client a webhook is addressed to, with its optional shared secret checked in constant time."""
-    client = client_service.get_info_by_slug(session, client_slug)
-    if client.webhook_secret and not hmac.compare_digest((x_webhook_secret or "").encode(), client.webhook_secret.encode()):
-        raise Unauthorized("invalid or missing X-Webhook-Secret")
-    return client
-
-
-WebhookClient = Annotated[ClientInfo, Depends(get_webhook_client)]
 
 
 def require_admin(authorization: Annotated[str | None, Header()] = None) -> None:

@@ -8,13 +8,16 @@ from app.config import settings
 from app.queue import QUEUE, broker
 
 # manager_service registers the outbox handler for managers' replies.
-from app.services import alert_service, manager_service, message_service, outbox_service  # noqa: F401
+from app.services import alert_service, buffer_service, manager_service, message_service, outbox_service  # noqa: F401
 from app.utils.logging import setup_logging
 
 setup_logging(settings.log_level, settings.log_format)
 alert_service.install_error_counter()
 
 __all__ = ["broker", "deliver_outbox", "process_turn"]
+
+# Every worker process dispatches the turns that are due (the webhook only records when they are).
+broker.add_middleware(buffer_service.Dispatcher())
 
 
 @dramatiq.actor(actor_name="process_turn", queue_name=QUEUE, max_retries=5, min_backoff=1_000, max_backoff=30_000, time_limit=300_000)

@@ -117,6 +117,7 @@ _recreate_database()
 from fastapi.testclient import TestClient  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 
+from app import db  # noqa: E402
 from app.config import settings  # noqa: E402
 from app.db import engine, session_scope  # noqa: E402
 from app.main import app  # noqa: E402
@@ -137,7 +138,7 @@ def _session_resources() -> Iterator[None]:
     yield
     qdrant_service.close()
     shutil.rmtree(os.environ["QDRANT_PATH"], ignore_errors=True)
-    engine.dispose()
+    db.dispose()
     _drop_database()
     REDIS.stop()
 

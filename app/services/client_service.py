@@ -1,5 +1,6 @@
 """Clients (tenants): lookup for the hot path, and the operator's create/update/list."""
 
+import hmac
 import secrets
 import threading
 import time
@@ -11,9 +12,10 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.db import session_scope
 from app.models import Client
 from app.schemas.client import ClientSettings
-from app.utils.errors import BadRequest, NotFound
+from app.utils.errors import BadRequest, NotFound, Unauthorized
 
 _CACHE_TTL_SECONDS = 30.0
 
@@ -33,20 +35,28 @@ _cache: dict[str, tuple[float, ClientInfo | None]] = {}
 _cache_lock = threading.Lock()
 
 
-def get_info_by_slug(session: Session, slug: str) -> ClientInfo:
-    """Resolve a webhook slug; cached briefly so the webhook does not query for it every time."""
+def webhook_client(slug: str, secret: str | None) -> ClientInfo:
+    """The client a webhook is addressed to, with its optional shared secret checked in constant time.
+
+    Cached briefly (an operator's change applies within _CACHE_TTL_SECONDS), so the webhook reads the
+    database for it only on a miss."""
     now = time.monotonic()
     with _cache_lock:
         hit = _cache.get(slug)
     if hit is None or hit[0] < now:
-        client = session.scalar(select(Client).where(Client.slug == slug))
-        info = ClientInfo(client.id, client.slug, client.is_active, client.webhook_secret, settings_of(client)) if client else None
+        with session_scope() as session:
+            client = session.scalar(select(Client).where(Client.slug == slug))
+            info = ClientInfo(client.id, client.slug, client.is_active, client.webhook_secret, settings_of(client)) if client else None
+        # An unknown slug is remembered for less long: a client just created must not wait half a minute.
+        ttl = _CACHE_TTL_SECONDS if info is not None else _CACHE_TTL_SECONDS / 6
         with _cache_lock:
-            _cache[slug] = (now + _CACHE_TTL_SECONDS, info)
+            _cache[slug] = (now + ttl, info)
     else:
         info = hit[1]
     if info is None or not info.is_active:
         raise NotFound(f"unknown client '{slug}'")
+    if info.webhook_secret and not hmac.compare_digest((secret or "").encode(), info.webhook_secret.encode()):
+        raise Unauthorized("invalid or missing X-Webhook-Secret")
     return info
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from app import metrics
 from app.config import settings
-from app.db import session_scope
+from app.db import execute_once, session_scope
 from app.models import Client, Conversation, Message, User
 from app.redis_client import redis_client
 from app.schemas.chatflow import ChatFlowWebhook
@@ -158,22 +158,21 @@ def _store(
         metadata["media"] = media
     if source:
         metadata["source"] = source
-    with session_scope() as session:
-        row = session.execute(
-            _STORE_INBOUND,
-            {
-                "client_id": client_id,
-                "phone": phone,
-                "remote_jid": payload.metadata.remote_jid,
-                "name": payload.metadata.sender,
-                "role": role,
-                "type": payload.message_type,
-                "content": payload.text,
-                "external_id": payload.metadata.message_id,
-                "status": status,
-                "metadata": json.dumps(metadata, ensure_ascii=False),
-            },
-        ).first()
+    row = execute_once(
+        _STORE_INBOUND,
+        {
+            "client_id": client_id,
+            "phone": phone,
+            "remote_jid": payload.metadata.remote_jid,
+            "name": payload.metadata.sender,
+            "role": role,
+            "type": payload.message_type,
+            "content": payload.text,
+            "external_id": payload.metadata.message_id,
+            "status": status,
+            "metadata": json.dumps(metadata, ensure_ascii=False),
+        },
+    )
     return (row.id, row.conversation_id) if row else None
 
 
@@ -265,10 +264,8 @@ class Decision:
 
 def process_turn(conversation_id: uuid.UUID) -> str:
     """Answer the conversation's pending turn once it is due. Returns what happened (for logs and tests)."""
-    wait = buffer_service.claim_due(conversation_id)
-    if wait > 0:
-        buffer_service.enqueue_turn(conversation_id, delay_seconds=wait)
-        return "rescheduled"
+    if buffer_service.claim_due(conversation_id) > 0:
+        return "rescheduled"  # a later message moved the turn: it is dispatched again when due
     lock = buffer_service.turn_lock(conversation_id)
     if not lock.acquire():
         # Another worker is answering this conversation; come back after it has finished.
