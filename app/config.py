@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     worker_poll_ms: int = 20
     # How often each worker process looks for turns that are due (the debounce's resolution)
     dispatch_poll_ms: int = 25
+    # After a pause this long (at most half the turn's wait) the turn's query is embedded ahead; 0 = never
+    prefetch_pause_ms: int = 300
     turn_lock_seconds: int = 180
     outbox_max_attempts: int = 6
     maintenance_interval_seconds: float = 15.0

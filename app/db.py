@@ -4,11 +4,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Row, create_engine
+from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.sql.elements import TextClause
 
 from app.config import settings
 
@@ -37,8 +36,8 @@ _autocommit_engine: Engine = create_engine(
 )
 
 
-def execute_once(statement: TextClause, params: Mapping[str, Any]) -> Row[Any] | None:
-    """Run one self-contained statement in autocommit mode and return its first row.
+def execute_once(statement: str, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """Run one self-contained statement (driver SQL, psycopg2 placeholders) in autocommit mode; its first row.
 
     A connection that died since its last use (a PostgreSQL restart) is discarded and the statement
     retried once on a fresh one; any other error, or a second failure, propagates (the webhook answers 503).
@@ -47,7 +46,8 @@ def execute_once(statement: TextClause, params: Mapping[str, Any]) -> Row[Any] |
     for attempt in (1, 2):
         try:
             with _autocommit_engine.connect() as connection:
-                return connection.execute(statement, params).first()
+                row = connection.exec_driver_sql(statement, dict(params)).first()
+                return tuple(row) if row is not None else None
         except DBAPIError as exc:
             if attempt == 2 or not exc.connection_invalidated:
                 raise

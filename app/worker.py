@@ -17,7 +17,7 @@ alert_service.install_error_counter()
 __all__ = ["broker", "deliver_outbox", "process_turn"]
 
 # Every worker process dispatches the turns that are due (the webhook only records when they are).
-broker.add_middleware(buffer_service.Dispatcher())
+broker.add_middleware(buffer_service.Dispatcher(prefetch=message_service.prefetch_turn))
 
 
 @dramatiq.actor(actor_name="process_turn", queue_name=QUEUE, max_retries=5, min_backoff=1_000, max_backoff=30_000, time_limit=300_000)

@@ -12,6 +12,8 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,10 +30,14 @@ logger = logging.getLogger(__name__)
 
 PROCESS_TURN = "process_turn"
 DUE_KEY = "turns:due"
+PREFETCH_KEY = "turns:prefetch"
+_PREFETCH_MIN_WAIT_SECONDS = 0.5  # shorter waits leave no time to prepare anything
+_PREFETCH_BACKLOG = 4  # prefetches waiting beyond this are dropped: late ones help no one
 _STATE_TTL_SECONDS = 3600
 _DISPATCH_BATCH = 200
 
-# KEYS[1] turn hash, KEYS[2] due set. ARGV: now_ms, wait_ms, max_wait_ms, ttl_s, conversation id. Returns due_ms.
+# KEYS[1] turn hash, KEYS[2] due set, KEYS[3] prefetch set. ARGV: now_ms, wait_ms, max_wait_ms, ttl_s,
+# conversation id, prefetch_ms (-1: none). Returns due_ms.
 _TOUCH = redis_client.register_script(
     """
     local now = tonumber(ARGV[1])
@@ -40,6 +46,9 @@ _TOUCH = redis_client.register_script(
     redis.call('HSET', KEYS[1], 'first', first, 'due', due)
     redis.call('EXPIRE', KEYS[1], ARGV[4])
     redis.call('ZADD', KEYS[2], due, ARGV[5])
+    if tonumber(ARGV[6]) >= 0 then
+        redis.call('ZADD', KEYS[3], math.min(now + tonumber(ARGV[6]), due), ARGV[5])
+    end
     return due
     """
 )
@@ -59,12 +68,17 @@ _CLAIM = redis_client.register_script(
     """
 )
 
-# KEYS[1] due set. ARGV: now_ms, batch. Pops and returns the conversations whose turn is due.
+# KEYS: sorted sets of conversation ids by time. ARGV: now_ms, batch. Pops and returns, per key, the
+# conversations whose time has come (one round trip for every set the dispatcher watches).
 _POP_DUE = redis_client.register_script(
     """
-    local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-    if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
-    return ids
+    local result = {}
+    for i, key in ipairs(KEYS) do
+        local ids = redis.call('ZRANGEBYSCORE', key, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+        if #ids > 0 then redis.call('ZREM', key, unpack(ids)) end
+        result[i] = ids
+    end
+    return result
     """
 )
 
@@ -92,13 +106,14 @@ def schedule_turn(*, conversation_id: uuid.UUID, wait_seconds: float, max_wait_s
     """Note a new message of the conversation and move its turn's due time. False if Redis failed."""
     try:
         _TOUCH(
-            keys=[_key(conversation_id), DUE_KEY],
+            keys=[_key(conversation_id), DUE_KEY, PREFETCH_KEY],
             args=[
                 _now_ms(),
                 int(wait_seconds * 1000),
                 int(max(max_wait_seconds, wait_seconds) * 1000),
                 _STATE_TTL_SECONDS,
                 str(conversation_id),
+                _prefetch_ms(wait_seconds),
             ],
         )
         return True
@@ -106,6 +121,13 @@ def schedule_turn(*, conversation_id: uuid.UUID, wait_seconds: float, max_wait_s
         # The message is safe in PostgreSQL; the maintenance sweep schedules its turn once Redis is back.
         logger.warning("buffer.schedule_failed", extra={"conversation_id": str(conversation_id), "error_type": type(exc).__name__})
         return False
+
+
+def _prefetch_ms(wait_seconds: float) -> int:
+    """When to prepare the turn: once the customer has paused a little, well before the turn is due."""
+    if settings.prefetch_pause_ms <= 0 or wait_seconds < _PREFETCH_MIN_WAIT_SECONDS:
+        return -1
+    return min(settings.prefetch_pause_ms, int(wait_seconds * 500))
 
 
 def claim_due(conversation_id: uuid.UUID) -> float:
@@ -127,11 +149,21 @@ def enqueue_turn(conversation_id: uuid.UUID, *, delay_seconds: float = 0.0) -> N
     redis_client.zadd(DUE_KEY, {str(conversation_id): _now_ms() + int(delay_seconds * 1000)}, lt=True)
 
 
-def dispatch_due() -> int:
-    """Put the turn jobs of every conversation that is due on the queue. Returns how many."""
-    ids: list[Any] = _POP_DUE(keys=[DUE_KEY], args=[_now_ms(), _DISPATCH_BATCH])
-    for raw in ids:
-        conversation_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+def _pop_due(*keys: str) -> list[list[str]]:
+    popped: list[list[Any]] = _POP_DUE(keys=list(keys), args=[_now_ms(), _DISPATCH_BATCH])
+    return [[raw.decode() if isinstance(raw, bytes) else str(raw) for raw in ids] for ids in popped]
+
+
+def dispatch_due(*, prefetch: Callable[[list[str]], None] | None = None) -> int:
+    """Put the turn jobs of every conversation that is due on the queue. Returns how many.
+
+    With `prefetch`, also pops the conversations whose customer has paused and hands them over."""
+    if prefetch is None:
+        [ids] = _pop_due(DUE_KEY)
+    else:
+        ids, paused = _pop_due(DUE_KEY, PREFETCH_KEY)
+        prefetch(paused)
+    for conversation_id in ids:
         try:
             queue.enqueue(PROCESS_TURN, conversation_id)
         except redis.RedisError:
@@ -142,14 +174,23 @@ def dispatch_due() -> int:
 
 
 class Dispatcher(dramatiq.Middleware):
-    """Runs dispatch_due() every DISPATCH_POLL_MS in each worker process (in-process or `dramatiq app.worker`)."""
+    """Runs dispatch_due() every DISPATCH_POLL_MS in each worker process (in-process or `dramatiq app.worker`).
 
-    def __init__(self) -> None:
+    It also hands conversations whose customer has paused to `prefetch` (one at a time, on a thread of
+    its own), so a turn's slow preparation (embedding its query) is done while the turn still waits.
+    """
+
+    def __init__(self, prefetch: Callable[[uuid.UUID], None] | None = None) -> None:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._prefetch = prefetch
+        self._prefetcher: ThreadPoolExecutor | None = None
+        self._prefetching = threading.BoundedSemaphore(_PREFETCH_BACKLOG)
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._stop.clear()
+        if self._prefetch is not None:
+            self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn-prefetch")
         self._thread = threading.Thread(target=self._run, name="turn-dispatcher", daemon=True)
         self._thread.start()
 
@@ -157,13 +198,33 @@ class Dispatcher(dramatiq.Middleware):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._prefetcher is not None:
+            self._prefetcher.shutdown(wait=False, cancel_futures=True)
+
+    def _prefetch_paused(self, conversation_ids: list[str]) -> None:
+        if self._prefetcher is None:
+            return
+        for conversation_id in conversation_ids:
+            if not self._prefetching.acquire(blocking=False):
+                continue  # the prefetcher is behind (a burst): this turn prepares itself
+            self._prefetcher.submit(self._run_prefetch, uuid.UUID(conversation_id))
+
+    def _run_prefetch(self, conversation_id: uuid.UUID) -> None:
+        try:
+            assert self._prefetch is not None
+            self._prefetch(conversation_id)
+        except Exception as exc:  # an optimisation only: the turn does the work itself
+            logger.info("buffer.prefetch_failed", extra={"conversation_id": str(conversation_id), "error_type": type(exc).__name__})
+        finally:
+            self._prefetching.release()
 
     def _run(self) -> None:
         interval = settings.dispatch_poll_ms / 1000
         failing = False
         while not self._stop.is_set():
             try:
-                if dispatch_due() >= _DISPATCH_BATCH:
+                prefetch = self._prefetch_paused if self._prefetcher is not None else None
+                if dispatch_due(prefetch=prefetch) >= _DISPATCH_BATCH:
                     continue  # more are due: no pause
                 failing = False
             except redis.RedisError as exc:

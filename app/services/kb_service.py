@@ -30,8 +30,10 @@ import hashlib
 import io
 import json
 import re
+import threading
 import uuid
 import zipfile
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -565,6 +567,35 @@ def _query_text(query: str) -> str:
     return tail[tail.find(" ") + 1 :] if " " in tail else tail
 
 
+# Query vectors computed ahead of the turn (see warm_query), by (embedder, query text). Small and bounded.
+_QUERY_CACHE_SIZE = 512
+_query_cache: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
+_query_cache_lock = threading.Lock()
+
+
+def _query_vector(embedder: Embedder, query: str) -> list[float]:
+    key = (embedder.name, query)
+    with _query_cache_lock:
+        vector = _query_cache.get(key)
+        if vector is not None:
+            _query_cache.move_to_end(key)
+            return vector
+    vector = embedder.embed_query(query)
+    with _query_cache_lock:
+        _query_cache[key] = vector
+        while len(_query_cache) > _QUERY_CACHE_SIZE:
+            _query_cache.popitem(last=False)
+    return vector
+
+
+def warm_query(query: str) -> None:
+    """Embed a query before it is searched (while a customer's turn waits for its last message), so the
+    turn itself does not wait for the embedder. Harmless when the turn's text turns out different."""
+    query = _query_text(query)
+    if query:
+        _query_vector(embedding_service.get_embedder(), query)
+
+
 def search(*, client_id: str, query: str, limit: int = 5) -> list[KnowledgeHit]:
     """Hybrid search within one client's knowledge, best first; `score` is the relevance (see above).
 
@@ -577,7 +608,7 @@ def search(*, client_id: str, query: str, limit: int = 5) -> list[KnowledgeHit]:
     candidates = qdrant_service.hybrid_search(
         collection=collection,
         client_id=client_id,
-        dense=embedder.embed_query(query),
+        dense=_query_vector(embedder, query),
         sparse=embedding_service.sparse_query(query),
         limit=max(limit, _MIN_CANDIDATES),
         prefetch_limit=max(_MIN_PREFETCH, limit * 4),

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import redis
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -158,12 +158,16 @@ def deliver(item_id: uuid.UUID) -> str:
         logger.exception("outbox.handler_crashed", extra={"outbox_id": str(item_id), "kind": delivery.kind})
         return _failed(delivery, f"{type(exc).__name__}: {exc}", retryable=True)
     with session_scope() as session:
-        item = session.get(OutboxItem, delivery.id)
-        if item is None:  # deleted with its client meanwhile
+        sent = session.execute(
+            update(OutboxItem)
+            .where(OutboxItem.id == delivery.id)
+            .values(status="sent", sent_at=func.now(), locked_until=None, result=result, last_error=None)
+            .returning(OutboxItem.message_id)
+        ).first()
+        if sent is None:  # deleted with its client meanwhile
             return "skipped"
-        item.status, item.sent_at, item.locked_until, item.result, item.last_error = "sent", _now(session), None, result, None
-        if item.message_id:
-            session.execute(update(Message).where(Message.id == item.message_id).values(status="sent"))
+        if sent.message_id:
+            session.execute(update(Message).where(Message.id == sent.message_id).values(status="sent"))
     logger.info(
         "outbox.sent", extra={"outbox_id": str(item_id), "channel": delivery.channel, "kind": delivery.kind, "attempt": delivery.attempts}
     )
@@ -205,7 +209,7 @@ def _now(session: Session) -> datetime:
 
 def _claim(item_id: uuid.UUID) -> Delivery | None:
     with session_scope() as session:
-        now = _now(session)
+        now = func.now()
         item = session.scalar(
             update(OutboxItem)
             .where(
@@ -323,5 +327,6 @@ def deliver_whatsapp_text(delivery: Delivery, save_progress: Callable[[dict[str,
         message_id = whatsapp_service.send_text(creds=creds, phone=phone, text=part)
         remember_echo(delivery.client.id, phone, part, message_id)
         sent_ids.append(message_id)
-        save_progress({"message_ids": sent_ids})
+        if len(sent_ids) < len(parts):  # the last part is recorded with the item's "sent" in deliver()
+            save_progress({"message_ids": sent_ids})
     return {"message_ids": sent_ids}
