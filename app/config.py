@@ -109,8 +109,9 @@ class Settings(BaseSettings):
     worker_mode: Literal["inprocess", "off"] = "inprocess"
     worker_threads: int = 8
     worker_poll_ms: int = 20
-    # How often each worker process looks for turns that are due (the debounce's resolution)
-    dispatch_poll_ms: int = 25
+    # How often each worker process looks for new turns (it wakes exactly when a known one is due); keep it
+    # below the shortest turn wait (0.4 x BUFFER_WAIT_SECONDS) so a new turn is never dispatched late
+    dispatch_poll_ms: int = 100
     # After a pause this long (at most half the turn's wait) the turn's query is embedded ahead; 0 = never
     prefetch_pause_ms: int = 300
     turn_lock_seconds: int = 180

@@ -69,15 +69,20 @@ _CLAIM = redis_client.register_script(
 )
 
 # KEYS: sorted sets of conversation ids by time. ARGV: now_ms, batch. Pops and returns, per key, the
-# conversations whose time has come (one round trip for every set the dispatcher watches).
+# conversations whose time has come, then the earliest time still waiting in any of them ('' if none):
+# one round trip for every set the dispatcher watches, and it knows how long it may sleep.
 _POP_DUE = redis_client.register_script(
     """
     local result = {}
+    local earliest = ''
     for i, key in ipairs(KEYS) do
         local ids = redis.call('ZRANGEBYSCORE', key, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
         if #ids > 0 then redis.call('ZREM', key, unpack(ids)) end
         result[i] = ids
+        local next = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+        if #next > 0 and (earliest == '' or tonumber(next[2]) < tonumber(earliest)) then earliest = next[2] end
     end
+    result[#KEYS + 1] = earliest
     return result
     """
 )
@@ -149,19 +154,27 @@ def enqueue_turn(conversation_id: uuid.UUID, *, delay_seconds: float = 0.0) -> N
     redis_client.zadd(DUE_KEY, {str(conversation_id): _now_ms() + int(delay_seconds * 1000)}, lt=True)
 
 
-def _pop_due(*keys: str) -> list[list[str]]:
-    popped: list[list[Any]] = _POP_DUE(keys=list(keys), args=[_now_ms(), _DISPATCH_BATCH])
-    return [[raw.decode() if isinstance(raw, bytes) else str(raw) for raw in ids] for ids in popped]
+@dataclass(frozen=True)
+class Dispatched:
+    turns: int
+    next_due_ms: int | None  # the earliest turn or prefetch still waiting
 
 
-def dispatch_due(*, prefetch: Callable[[list[str]], None] | None = None) -> int:
-    """Put the turn jobs of every conversation that is due on the queue. Returns how many.
+def _pop_due(*keys: str) -> tuple[list[list[str]], int | None]:
+    popped: list[Any] = _POP_DUE(keys=list(keys), args=[_now_ms(), _DISPATCH_BATCH])
+    *lists, earliest = popped
+    ids = [[raw.decode() if isinstance(raw, bytes) else str(raw) for raw in group] for group in lists]
+    return ids, int(float(earliest)) if earliest not in (b"", "", None) else None
+
+
+def dispatch_due(*, prefetch: Callable[[list[str]], None] | None = None) -> Dispatched:
+    """Put the turn jobs of every conversation that is due on the queue.
 
     With `prefetch`, also pops the conversations whose customer has paused and hands them over."""
     if prefetch is None:
-        [ids] = _pop_due(DUE_KEY)
+        ([ids], next_due) = _pop_due(DUE_KEY)
     else:
-        ids, paused = _pop_due(DUE_KEY, PREFETCH_KEY)
+        (ids, paused), next_due = _pop_due(DUE_KEY, PREFETCH_KEY)
         prefetch(paused)
     for conversation_id in ids:
         try:
@@ -170,7 +183,7 @@ def dispatch_due(*, prefetch: Callable[[list[str]], None] | None = None) -> int:
             # Popped but not queued: back in the set for the next pass (or the maintenance sweep).
             redis_client.zadd(DUE_KEY, {conversation_id: _now_ms()}, lt=True)
             raise
-    return len(ids)
+    return Dispatched(len(ids), next_due)
 
 
 class Dispatcher(dramatiq.Middleware):
@@ -219,14 +232,20 @@ class Dispatcher(dramatiq.Middleware):
             self._prefetching.release()
 
     def _run(self) -> None:
+        # Sleep until the earliest waiting time, or at most one poll interval: a turn scheduled meanwhile
+        # (by any process) is due no sooner than its wait, which is longer than the interval.
         interval = settings.dispatch_poll_ms / 1000
         failing = False
         while not self._stop.is_set():
             try:
                 prefetch = self._prefetch_paused if self._prefetcher is not None else None
-                if dispatch_due(prefetch=prefetch) >= _DISPATCH_BATCH:
+                dispatched = dispatch_due(prefetch=prefetch)
+                if dispatched.turns >= _DISPATCH_BATCH:
                     continue  # more are due: no pause
                 failing = False
+                if dispatched.next_due_ms is not None:
+                    self._stop.wait(min(interval, max(0.001, (dispatched.next_due_ms - _now_ms()) / 1000)))
+                    continue
             except redis.RedisError as exc:
                 if not failing:  # once per outage, not every poll
                     logger.warning("buffer.dispatch_failed", extra={"error_type": type(exc).__name__})
