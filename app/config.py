@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     # Turn processing
     buffer_wait_seconds: float = 5.0
     buffer_max_wait_seconds: float = 20.0
+    # A message that reached us late (by its WhatsApp timestamp) makes its turn wait that much longer for
+    # the rest of the burst, up to this; 0 turns it off (e.g. a gateway whose clock cannot be trusted)
+    max_delivery_lag_seconds: float = 10.0
     worker_mode: Literal["inprocess", "off"] = "inprocess"
     worker_threads: int = 8
     worker_poll_ms: int = 20

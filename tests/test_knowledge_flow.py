@@ -109,12 +109,12 @@ def test_qdrant_down_answers_without_knowledge(api, make_client, llm, chatflow, 
 def test_the_query_is_embedded_while_the_turn_still_waits(api, make_client, llm, chatflow):
     # The customer pauses: the turn's knowledge query is prepared before the turn is due, so answering
     # does not wait for the embedder. The turn then finds it and answers from the knowledge.
-    client = make_client("salon", settings={"buffer_wait_seconds": 3})
+    client = make_client("salon", settings={"buffer_wait_seconds": 6})
     kb_service.ingest_text(client_id=str(client.id), source="salon.md", text=SALON_KB, kind="markdown")
     llm.set_reply("Классический маникюр — 7000 тенге.")
     api.post("/webhook/salon", json=chatflow_payload("хочу узнать про маникюр", message_id="P-1"))
     api.post("/webhook/salon", json=chatflow_payload("цена какая", message_id="P-2"))
-    wait_until(lambda: any(query == "хочу узнать про маникюр\nцена какая" for _, query in kb_service._query_cache), timeout=2.5)
+    wait_until(lambda: any(query == "хочу узнать про маникюр\nцена какая" for _, query in kb_service._query_cache), timeout=5)
     assert chatflow.sent_texts() == []  # prepared ahead, not answered early
-    assert wait_until(lambda: chatflow.sent_texts(), timeout=10) == ["Классический маникюр — 7000 тенге."]
+    assert wait_until(lambda: chatflow.sent_texts(), timeout=15) == ["Классический маникюр — 7000 тенге."]
     assert "7000 тенге" in _system_prompt(llm)

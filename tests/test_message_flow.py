@@ -110,6 +110,27 @@ def test_quick_messages_become_one_turn_with_one_answer(api, llm, chatflow, make
     assert len({m.turn_id for m in users}) == 1 and all(m.status == "processed" for m in users)
 
 
+def test_a_burst_delivered_late_is_still_one_turn(api, llm, chatflow, make_client):
+    # The gateway delivers a customer's two messages, sent a second apart, 3 s late and 1.5 s apart (its
+    # retries, or our own backlog). Judged by arrival alone the customer paused longer than the wait;
+    # by the messages' own timestamps they are one thought, and get one answer.
+    make_client("salon", settings={"buffer_wait_seconds": 0.5})
+    sent_at = int(time.time()) - 3
+    first = chatflow_payload("Здравствуйте, хотел узнать")
+    first["metadata"]["timestamp"] = sent_at
+    assert api.post("/webhook/salon", json=first).status_code == 200
+    time.sleep(1.5)
+    assert chatflow.sent_texts() == []  # a message that arrived late waits as long as it was late
+    second = chatflow_payload("сколько стоит маникюр?")
+    second["metadata"]["timestamp"] = sent_at + 1
+    assert api.post("/webhook/salon", json=second).status_code == 200
+
+    wait_until(lambda: chatflow.sent_texts(), timeout=15)
+    time.sleep(1.0)
+    assert len(chatflow.sent_texts()) == 1
+    assert llm.chat_requests()[0]["messages"][-1]["content"] == "Здравствуйте, хотел узнать\nсколько стоит маникюр?"
+
+
 def test_conversations_of_different_customers_are_answered_separately(api, llm, chatflow, make_client):
     make_client("salon")
     api.post("/webhook/salon", json=chatflow_payload("Привет", phone="77010000011"))

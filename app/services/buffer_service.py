@@ -107,6 +107,20 @@ def wait_for(*, message_type: str, text: str, timing: TurnTiming) -> float:
     return turn_policy.wait_seconds(message_type=message_type, text=text, base_wait=timing.wait_seconds)
 
 
+def delivery_lag(sent_at: int | None) -> float:
+    """How late a message reached us, from its WhatsApp timestamp (whole seconds, or milliseconds).
+
+    The customer's pause is measured on the customer's clock: when deliveries run late (the gateway
+    retrying, this service overloaded), the rest of a burst is late by as much, so the turn waits that
+    much longer for it. A second is allowed for the timestamp's resolution; a timestamp in the future
+    or missing counts as no lag, and the extra wait is capped by MAX_DELIVERY_LAG_SECONDS."""
+    if not sent_at or sent_at <= 0:
+        return 0.0
+    seconds = sent_at / 1000 if sent_at > 100_000_000_000 else float(sent_at)
+    lag = time.time() - seconds - 1.0
+    return round(min(max(lag, 0.0), settings.max_delivery_lag_seconds), 3)
+
+
 def schedule_turn(*, conversation_id: uuid.UUID, wait_seconds: float, max_wait_seconds: float) -> bool:
     """Note a new message of the conversation and move its turn's due time. False if Redis failed."""
     try:

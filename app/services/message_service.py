@@ -117,9 +117,13 @@ def ingest(*, client: ClientInfo, payload: ChatFlowWebhook) -> IngestResult:
         if client.settings.buffer_max_wait_seconds is not None
         else settings.buffer_max_wait_seconds,
     )
-    wait = buffer_service.wait_for(message_type=payload.message_type, text=payload.text, timing=timing)
+    lag = buffer_service.delivery_lag(payload.metadata.timestamp)
+    wait = buffer_service.wait_for(message_type=payload.message_type, text=payload.text, timing=timing) + lag
     scheduled = buffer_service.schedule_turn(conversation_id=conversation_id, wait_seconds=wait, max_wait_seconds=timing.max_wait_seconds)
-    logger.info("webhook.accepted", extra={**log, "conversation_id": str(conversation_id), "scheduled": scheduled, "wait_seconds": wait})
+    logger.info(
+        "webhook.accepted",
+        extra={**log, "conversation_id": str(conversation_id), "scheduled": scheduled, "wait_seconds": wait, "lag_seconds": lag},
+    )
     return IngestResult("ok", conversation_id=conversation_id)
 
 
