@@ -22,8 +22,6 @@ class Settings(BaseSettings):
     db_pool_size: int = 20
     db_max_overflow: int = 20
     db_pool_timeout_seconds: float = 5.0
-    # Connections of the webhook's autocommit pool (and as many again in overflow)
-    db_fast_pool_size: int = 8
     redis_timeout_seconds: float = 2.0
 
     # OpenAI (chat answers, optional LLM intent classification, optional embeddings)

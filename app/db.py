@@ -24,12 +24,14 @@ engine: Engine = create_engine(
 SessionLocal = sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
 
 # The webhook's single-statement writes: autocommit (no BEGIN/COMMIT round trips) and no pre-ping
-# (a dead connection is retried once instead, see execute_once). Its own small pool.
+# (a dead connection is retried once instead, see execute_once). Its own pool, one connection per request
+# thread at most and no overflow: overflow connections are closed on return, and reconnecting under load
+# (a PostgreSQL backend forked each time) cost more than the statement itself.
 _autocommit_engine: Engine = create_engine(
     settings.database_url,
     isolation_level="AUTOCOMMIT",
-    pool_size=settings.db_fast_pool_size,
-    max_overflow=settings.db_fast_pool_size,
+    pool_size=settings.http_threads,
+    max_overflow=0,
     pool_timeout=settings.db_pool_timeout_seconds,
     pool_recycle=1800,
     connect_args={"connect_timeout": 5, "application_name": "truffles-webhook"},

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 _TEST_DB = os.environ.get("TEST_DATABASE_URL", f"postgresql+psycopg2://postgres@127.0.0.1:5432/truffles_test_{os.getpid()}")
@@ -85,6 +86,7 @@ from collections.abc import Callable, Iterator  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
+import uvicorn  # noqa: E402
 from alembic import command  # noqa: E402
 from alembic.config import Config  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
@@ -128,6 +130,7 @@ from fakes.chatflow import FakeChatFlow  # noqa: E402
 from fakes.elevenlabs import FakeElevenLabs  # noqa: E402
 from fakes.openai_api import FakeOpenAI  # noqa: E402
 from fakes.telegram import FakeTelegram  # noqa: E402
+from tests.helpers import wait_until  # noqa: E402
 
 _TABLES = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
 
@@ -254,3 +257,16 @@ def make_client() -> Callable[..., Any]:
             return client_service.create(session, slug=slug, **fields)
 
     return create
+
+
+@pytest.fixture
+def live_url(api: TestClient) -> Iterator[str]:
+    """The app on a real port (the session's in-process worker and embedded store), for commands that use HTTP."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, message="uvicorn started")
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=5)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 import yaml
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -18,9 +16,7 @@ from pydantic import SecretStr
 from app import cli, cli_kb
 from app.config import settings
 from app.db import session_scope
-from app.main import app
 from app.services import client_service, kb_service, qdrant_service
-from tests.helpers import wait_until
 from tests.test_kb import DELIVERY_MD, _docx, _pdf
 
 TOKEN = "test-admin-token"
@@ -207,19 +203,6 @@ def test_unreachable_qdrant_answers_503(
 
 
 # --- the CLI against a running service ---------------------------------------------------------------
-
-
-@pytest.fixture
-def live_url(api: TestClient) -> Iterator[str]:
-    """The app on a real port (the session's app and its embedded store), for commands that use HTTP."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, message="uvicorn started")
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=5)
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

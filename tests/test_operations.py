@@ -2,32 +2,15 @@
 
 import json
 import logging
-import threading
 import time
-from collections.abc import Iterator
 
 import pytest
-import uvicorn
 
 from app import cli
 from app.config import settings
-from app.main import app
 from app.utils.errors import ConfigError
 from app.utils.logging import JsonFormatter, mask_phone, scrub
 from tests.helpers import chatflow_payload, wait_until
-
-
-@pytest.fixture
-def live_url(api) -> Iterator[str]:
-    """The app on a real port (the session's in-process worker answers), for commands that use HTTP."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, message="uvicorn started")
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=5)
 
 
 def test_client_create_list_update(capsys):

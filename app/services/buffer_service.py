@@ -53,14 +53,17 @@ _TOUCH = redis_client.register_script(
     """
 )
 
-# KEYS[1] turn hash, KEYS[2] due set. ARGV: now_ms, conversation id. Returns 0 when the turn is due (state
-# cleared), -1 when there is no state, or the due time in ms when it must wait longer (back in the set).
+# KEYS[1] turn hash, KEYS[2] due set. ARGV: now_ms, conversation id, lead_ms. Returns 0 when the turn is
+# due (state cleared), -1 when there is no state, or the due time in ms when it must wait longer: back in
+# the set, unless it is due within lead_ms (the caller waits that little itself and claims again).
 _CLAIM = redis_client.register_script(
     """
     local due = redis.call('HGET', KEYS[1], 'due')
     if not due then return -1 end
     if tonumber(due) > tonumber(ARGV[1]) then
-        redis.call('ZADD', KEYS[2], due, ARGV[2])
+        if tonumber(due) > tonumber(ARGV[1]) + tonumber(ARGV[3]) then
+            redis.call('ZADD', KEYS[2], due, ARGV[2])
+        end
         return tonumber(due)
     end
     redis.call('DEL', KEYS[1])
@@ -68,21 +71,19 @@ _CLAIM = redis_client.register_script(
     """
 )
 
-# KEYS: sorted sets of conversation ids by time. ARGV: now_ms, batch. Pops and returns, per key, the
-# conversations whose time has come, then the earliest time still waiting in any of them ('' if none):
-# one round trip for every set the dispatcher watches, and it knows how long it may sleep.
+# KEYS: sorted sets of conversation ids by time. ARGV: batch, then one time limit (ms) per key. Pops and
+# returns, per key, the conversations up to its limit and then the earliest time still waiting in it
+# ('' if none): one round trip for every set the dispatcher watches, and it knows how long it may sleep.
 _POP_DUE = redis_client.register_script(
     """
     local result = {}
-    local earliest = ''
     for i, key in ipairs(KEYS) do
-        local ids = redis.call('ZRANGEBYSCORE', key, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+        local ids = redis.call('ZRANGEBYSCORE', key, '-inf', ARGV[i + 1], 'LIMIT', 0, tonumber(ARGV[1]))
         if #ids > 0 then redis.call('ZREM', key, unpack(ids)) end
-        result[i] = ids
         local next = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-        if #next > 0 and (earliest == '' or tonumber(next[2]) < tonumber(earliest)) then earliest = next[2] end
+        result[2 * i - 1] = ids
+        result[2 * i] = next[2] or ''
     end
-    result[#KEYS + 1] = earliest
     return result
     """
 )
@@ -150,15 +151,29 @@ def _prefetch_ms(wait_seconds: float) -> int:
 
 
 def claim_due(conversation_id: uuid.UUID) -> float:
-    """0 when the turn should run now; otherwise the seconds until it is due (it stays scheduled)."""
-    try:
-        result = int(_CLAIM(keys=[_key(conversation_id), DUE_KEY], args=[_now_ms(), str(conversation_id)]))
-    except redis.RedisError as exc:
-        logger.warning("buffer.claim_failed", extra={"conversation_id": str(conversation_id), "error_type": type(exc).__name__})
-        return 0.0
-    if result <= 0:
-        return 0.0
-    return max(0.0, (result - _now_ms()) / 1000)
+    """0 when the turn should run now; otherwise the seconds until it is due (it stays scheduled).
+
+    A turn dispatched early (see _lead_ms) is waited for here, so the queue's pick-up time overlaps
+    the end of the customer's pause instead of adding to it."""
+    for attempt in range(3):
+        lead = _lead_ms() if attempt < 2 else 0  # the last try puts a turn that is still early back in the set
+        try:
+            result = int(_CLAIM(keys=[_key(conversation_id), DUE_KEY], args=[_now_ms(), str(conversation_id), lead]))
+        except redis.RedisError as exc:
+            logger.warning("buffer.claim_failed", extra={"conversation_id": str(conversation_id), "error_type": type(exc).__name__})
+            return 0.0
+        if result <= 0:
+            return 0.0
+        wait_ms = result - _now_ms()
+        if wait_ms > lead:
+            return wait_ms / 1000
+        time.sleep(max(wait_ms, 0) / 1000 + 0.002)
+    return 0.0
+
+
+def _lead_ms() -> int:
+    """How early a due turn is put on the queue: about what a worker takes to pick a job up."""
+    return 2 * settings.worker_poll_ms
 
 
 def enqueue_turn(conversation_id: uuid.UUID, *, delay_seconds: float = 0.0) -> None:
@@ -171,24 +186,31 @@ def enqueue_turn(conversation_id: uuid.UUID, *, delay_seconds: float = 0.0) -> N
 @dataclass(frozen=True)
 class Dispatched:
     turns: int
-    next_due_ms: int | None  # the earliest turn or prefetch still waiting
+    next_due_ms: int | None  # when the earliest turn or prefetch still waiting is to be popped
 
 
-def _pop_due(*keys: str) -> tuple[list[list[str]], int | None]:
-    popped: list[Any] = _POP_DUE(keys=list(keys), args=[_now_ms(), _DISPATCH_BATCH])
-    *lists, earliest = popped
-    ids = [[raw.decode() if isinstance(raw, bytes) else str(raw) for raw in group] for group in lists]
-    return ids, int(float(earliest)) if earliest not in (b"", "", None) else None
+def _pop_due(leads: dict[str, int]) -> tuple[list[list[str]], int | None]:
+    """Pop each set's members due within its lead; also when the dispatcher must look again."""
+    now = _now_ms()
+    popped: list[Any] = _POP_DUE(keys=list(leads), args=[_DISPATCH_BATCH, *(now + lead for lead in leads.values())])
+    groups, wake = [], None
+    for index, lead in enumerate(leads.values()):
+        groups.append([raw.decode() if isinstance(raw, bytes) else str(raw) for raw in popped[2 * index]])
+        earliest = popped[2 * index + 1]
+        if earliest not in (b"", "", None):
+            at = int(float(earliest)) - lead
+            wake = at if wake is None else min(wake, at)
+    return groups, wake
 
 
 def dispatch_due(*, prefetch: Callable[[list[str]], None] | None = None) -> Dispatched:
-    """Put the turn jobs of every conversation that is due on the queue.
+    """Put the turn jobs of every conversation that is due on the queue (a little early, see claim_due).
 
     With `prefetch`, also pops the conversations whose customer has paused and hands them over."""
     if prefetch is None:
-        ([ids], next_due) = _pop_due(DUE_KEY)
+        ([ids], next_due) = _pop_due({DUE_KEY: _lead_ms()})
     else:
-        (ids, paused), next_due = _pop_due(DUE_KEY, PREFETCH_KEY)
+        (ids, paused), next_due = _pop_due({DUE_KEY: _lead_ms(), PREFETCH_KEY: 0})
         prefetch(paused)
     for conversation_id in ids:
         try:

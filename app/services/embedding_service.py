@@ -62,12 +62,7 @@ class E5Embedder:
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed passages (the model adds its "passage: " prefix)."""
-        vectors: list[list[float]] = []
-        for start in range(0, len(texts), self._batch):
-            with self._lock:
-                batch = self._model.passage(texts[start : start + self._batch])
-            vectors.extend(row.tolist() for row in batch)
-        return vectors
+        return self._batched(self._model.passage, texts)
 
     def embed_query(self, text: str) -> list[float]:
         """Embed a search query (the model adds its "query: " prefix)."""
@@ -76,10 +71,13 @@ class E5Embedder:
 
     def embed_queries(self, texts: list[str]) -> list[list[float]]:
         """Embed several query-like texts (headings) in batches."""
+        return self._batched(self._model.query, texts)
+
+    def _batched(self, encode: Any, texts: list[str]) -> list[list[float]]:
         vectors: list[list[float]] = []
         for start in range(0, len(texts), self._batch):
             with self._lock:
-                batch = self._model.query(texts[start : start + self._batch])
+                batch = encode(texts[start : start + self._batch])
             vectors.extend(row.tolist() for row in batch)
         return vectors
 
