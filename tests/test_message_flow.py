@@ -131,6 +131,25 @@ def test_a_burst_delivered_late_is_still_one_turn(api, llm, chatflow, make_clien
     assert llm.chat_requests()[0]["messages"][-1]["content"] == "Здравствуйте, хотел узнать\nсколько стоит маникюр?"
 
 
+def test_while_deliveries_lag_a_turn_waits_for_the_rest_of_its_burst(api, llm, chatflow, make_client):
+    # A customer's first message arrived on time; then the client's deliveries start arriving 3 s late
+    # (another customer's message shows it). The rest of the first customer's burst is in that backlog,
+    # so the turn waits for it instead of answering half a thought.
+    make_client("salon", settings={"buffer_wait_seconds": 0.5})
+    assert api.post("/webhook/salon", json=chatflow_payload("Здравствуйте, хотел узнать")).status_code == 200
+    late = chatflow_payload("Добрый день", phone="77010000002")
+    late["metadata"]["timestamp"] = int(time.time()) - 3
+    assert api.post("/webhook/salon", json=late).status_code == 200
+    time.sleep(1.5)
+    assert chatflow.sent_texts("77010000001") == []
+    assert api.post("/webhook/salon", json=chatflow_payload("сколько стоит маникюр?")).status_code == 200
+
+    wait_until(lambda: chatflow.sent_texts("77010000001"), timeout=15)
+    time.sleep(1.0)
+    assert len(chatflow.sent_texts("77010000001")) == 1
+    assert "Здравствуйте, хотел узнать\nсколько стоит маникюр?" in [r["messages"][-1]["content"] for r in llm.chat_requests()]
+
+
 def test_conversations_of_different_customers_are_answered_separately(api, llm, chatflow, make_client):
     make_client("salon")
     api.post("/webhook/salon", json=chatflow_payload("Привет", phone="77010000011"))

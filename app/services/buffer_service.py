@@ -35,19 +35,29 @@ _PREFETCH_MIN_WAIT_SECONDS = 0.5  # shorter waits leave no time to prepare anyth
 _PREFETCH_BACKLOG = 4  # prefetches waiting beyond this are dropped: late ones help no one
 _STATE_TTL_SECONDS = 3600
 _DISPATCH_BATCH = 200
+_LAG_MEMORY_MS = 5000  # a client's delivery lag counts until a message arrives on time, or this long
 
-# KEYS[1] turn hash, KEYS[2] due set, KEYS[3] prefetch set. ARGV: now_ms, wait_ms, max_wait_ms, ttl_s,
-# conversation id, prefetch_ms (-1: none). Returns due_ms.
+# KEYS[1] turn hash, KEYS[2] due set, KEYS[3] prefetch set, KEYS[4] the client's delivery lag. ARGV: now_ms,
+# wait_ms, max_wait_ms, ttl_s, conversation id, prefetch_ms (-1: none), lag_ms. Returns due_ms.
+# The hash keeps what a claim needs to re-judge the turn: the last message's time, its wait, the cap, and
+# the name of the client's lag key.
 _TOUCH = redis_client.register_script(
     """
     local now = tonumber(ARGV[1])
+    local lag = tonumber(ARGV[7])
     local first = tonumber(redis.call('HGET', KEYS[1], 'first') or ARGV[1])
-    local due = math.min(now + tonumber(ARGV[2]), first + tonumber(ARGV[3]))
-    redis.call('HSET', KEYS[1], 'first', first, 'due', due)
+    local cap = first + tonumber(ARGV[3])
+    local due = math.min(now + tonumber(ARGV[2]) + lag, cap)
+    redis.call('HSET', KEYS[1], 'first', first, 'due', due, 'last', now, 'wait', ARGV[2], 'cap', cap, 'lagkey', KEYS[4])
     redis.call('EXPIRE', KEYS[1], ARGV[4])
     redis.call('ZADD', KEYS[2], due, ARGV[5])
     if tonumber(ARGV[6]) >= 0 then
         redis.call('ZADD', KEYS[3], math.min(now + tonumber(ARGV[6]), due), ARGV[5])
+    end
+    if lag > 0 then
+        redis.call('SET', KEYS[4], lag, 'PX', ARGV[8])
+    else
+        redis.call('DEL', KEYS[4])
     end
     return due
     """
@@ -56,15 +66,26 @@ _TOUCH = redis_client.register_script(
 # KEYS[1] turn hash, KEYS[2] due set. ARGV: now_ms, conversation id, lead_ms. Returns 0 when the turn is
 # due (state cleared), -1 when there is no state, or the due time in ms when it must wait longer: back in
 # the set, unless it is due within lead_ms (the caller waits that little itself and claims again).
+# While the client's deliveries are running late, the rest of this customer's burst is still on its way:
+# the turn waits for its last message's wait plus the current lag (plus a second for the timestamps'
+# resolution), within its cap. (The lag key is read by the name the touch stored: one Redis, no cluster.)
 _CLAIM = redis_client.register_script(
     """
-    local due = redis.call('HGET', KEYS[1], 'due')
-    if not due then return -1 end
-    if tonumber(due) > tonumber(ARGV[1]) then
-        if tonumber(due) > tonumber(ARGV[1]) + tonumber(ARGV[3]) then
+    local state = redis.call('HMGET', KEYS[1], 'due', 'last', 'wait', 'cap', 'lagkey')
+    if not state[1] then return -1 end
+    local due = tonumber(state[1])
+    if state[5] then
+        local lag = tonumber(redis.call('GET', state[5]) or '0')
+        if lag > 0 then
+            due = math.max(due, math.min(tonumber(state[2]) + tonumber(state[3]) + lag + 1000, tonumber(state[4])))
+            redis.call('HSET', KEYS[1], 'due', due)
+        end
+    end
+    if due > tonumber(ARGV[1]) then
+        if due > tonumber(ARGV[1]) + tonumber(ARGV[3]) then
             redis.call('ZADD', KEYS[2], due, ARGV[2])
         end
-        return tonumber(due)
+        return due
     end
     redis.call('DEL', KEYS[1])
     return 0
@@ -122,18 +143,25 @@ def delivery_lag(sent_at: int | None) -> float:
     return round(min(max(lag, 0.0), settings.max_delivery_lag_seconds), 3)
 
 
-def schedule_turn(*, conversation_id: uuid.UUID, wait_seconds: float, max_wait_seconds: float) -> bool:
-    """Note a new message of the conversation and move its turn's due time. False if Redis failed."""
+def schedule_turn(
+    *, client_id: uuid.UUID, conversation_id: uuid.UUID, wait_seconds: float, max_wait_seconds: float, lag_seconds: float = 0.0
+) -> bool:
+    """Note a new message of the conversation and move its turn's due time. False if Redis failed.
+
+    `lag_seconds`: how late this message reached us (delivery_lag); its turn waits that much longer, and
+    while the client's deliveries lag every turn of the client is re-judged when claimed (see _CLAIM)."""
     try:
         _TOUCH(
-            keys=[_key(conversation_id), DUE_KEY, PREFETCH_KEY],
+            keys=[_key(conversation_id), DUE_KEY, PREFETCH_KEY, f"lag:{client_id}"],
             args=[
                 _now_ms(),
                 int(wait_seconds * 1000),
-                int(max(max_wait_seconds, wait_seconds) * 1000),
+                int(max(max_wait_seconds, wait_seconds + lag_seconds) * 1000),
                 _STATE_TTL_SECONDS,
                 str(conversation_id),
-                _prefetch_ms(wait_seconds),
+                _prefetch_ms(wait_seconds + lag_seconds),
+                int(lag_seconds * 1000),
+                _LAG_MEMORY_MS,
             ],
         )
         return True

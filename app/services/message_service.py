@@ -118,8 +118,10 @@ def ingest(*, client: ClientInfo, payload: ChatFlowWebhook) -> IngestResult:
         else settings.buffer_max_wait_seconds,
     )
     lag = buffer_service.delivery_lag(payload.metadata.timestamp)
-    wait = buffer_service.wait_for(message_type=payload.message_type, text=payload.text, timing=timing) + lag
-    scheduled = buffer_service.schedule_turn(conversation_id=conversation_id, wait_seconds=wait, max_wait_seconds=timing.max_wait_seconds)
+    wait = buffer_service.wait_for(message_type=payload.message_type, text=payload.text, timing=timing)
+    scheduled = buffer_service.schedule_turn(
+        client_id=client.id, conversation_id=conversation_id, wait_seconds=wait, max_wait_seconds=timing.max_wait_seconds, lag_seconds=lag
+    )
     logger.info(
         "webhook.accepted",
         extra={**log, "conversation_id": str(conversation_id), "scheduled": scheduled, "wait_seconds": wait, "lag_seconds": lag},
