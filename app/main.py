@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import worker
 from app.config import settings
 from app.routers import admin, debug, health, metrics, telegram_webhook, webhook
-from app.services import alert_service, qdrant_service
+from app.services import alert_service, buffer_service, qdrant_service
 from app.services.maintenance_service import Maintenance
 from app.utils.errors import TrufflesError
 from app.utils.logging import setup_logging
@@ -47,6 +47,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             dramatiq_worker.stop(timeout=10_000)
         qdrant_service.close()
         logger.info("app.stopped")
+
+
+class WebhookBacklog:
+    """Count webhook deliveries in progress, so turns can wait while deliveries queue (buffer_service)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope.get("path", "").startswith("/webhook/"):
+            await self.app(scope, receive, send)
+            return
+        buffer_service.webhooks_in_flight += 1  # the event loop's thread only: no lock needed
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            buffer_service.webhooks_in_flight -= 1
 
 
 class BodySizeLimit:
@@ -123,6 +140,7 @@ def create_app() -> FastAPI:
     )
     # An upload's files are each capped by the admin router; the multipart framing needs a little more.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, admin_max_bytes=settings.kb_upload_max_bytes + 64 * 1024)
+    app.add_middleware(WebhookBacklog)
     app.include_router(webhook.router)
     app.include_router(telegram_webhook.router)
     app.include_router(health.router)

@@ -5,9 +5,10 @@ import time
 
 from sqlalchemy import select
 
+from app.config import settings
 from app.db import session_scope
 from app.models import Handover, Message, OutboxItem
-from app.services import message_service
+from app.services import buffer_service, message_service
 from app.services.replies import FALLBACK_RESPONSES, GREETING
 from tests.helpers import chatflow_payload, wait_until
 
@@ -148,6 +149,18 @@ def test_while_deliveries_lag_a_turn_waits_for_the_rest_of_its_burst(api, llm, c
     time.sleep(1.0)
     assert len(chatflow.sent_texts("77010000001")) == 1
     assert "Здравствуйте, хотел узнать\nсколько стоит маникюр?" in [r["messages"][-1]["content"] for r in llm.chat_requests()]
+
+
+def test_no_turn_is_answered_while_deliveries_queue(api, llm, chatflow, make_client, monkeypatch):
+    # More deliveries waiting than request threads (a burst beyond what the process acknowledges per
+    # second): turns hold, because a customer's next message may be in that queue; then they answer.
+    make_client("salon", settings={"buffer_wait_seconds": 0.3})
+    monkeypatch.setattr(buffer_service, "webhooks_in_flight", settings.http_threads + 10)
+    assert api.post("/webhook/salon", json=chatflow_payload("Сколько стоит маникюр?")).status_code == 200
+    time.sleep(1.5)
+    assert chatflow.sent_texts() == []
+    monkeypatch.setattr(buffer_service, "webhooks_in_flight", 0)
+    assert len(wait_until(lambda: chatflow.sent_texts(), timeout=10)) == 1
 
 
 def test_conversations_of_different_customers_are_answered_separately(api, llm, chatflow, make_client):

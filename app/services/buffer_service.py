@@ -183,6 +183,7 @@ def claim_due(conversation_id: uuid.UUID) -> float:
 
     A turn dispatched early (see _lead_ms) is waited for here, so the queue's pick-up time overlaps
     the end of the customer's pause instead of adding to it."""
+    _wait_for_deliveries()
     for attempt in range(3):
         lead = _lead_ms() if attempt < 2 else 0  # the last try puts a turn that is still early back in the set
         try:
@@ -197,6 +198,20 @@ def claim_due(conversation_id: uuid.UUID) -> float:
             return wait_ms / 1000
         time.sleep(max(wait_ms, 0) / 1000 + 0.002)
     return 0.0
+
+
+# Webhook requests this process has received and not yet answered (app.main counts them). More than it has
+# request threads means deliveries are queueing: a turn's next message may be among them.
+webhooks_in_flight = 0
+
+
+def _wait_for_deliveries() -> None:
+    """Hold a turn while this process's deliveries queue (a burst beyond what it acknowledges per second):
+    the customer's next message may be among them, and acknowledging them first keeps the gateway from
+    timing out. Bounded by BUFFER_MAX_WAIT_SECONDS."""
+    deadline = time.monotonic() + settings.buffer_max_wait_seconds
+    while webhooks_in_flight > settings.http_threads and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def _lead_ms() -> int:
