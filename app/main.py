@@ -59,11 +59,11 @@ class WebhookBacklog:
         if scope["type"] != "http" or not scope.get("path", "").startswith("/webhook/"):
             await self.app(scope, receive, send)
             return
-        buffer_service.webhooks_in_flight += 1  # the event loop's thread only: no lock needed
+        buffer_service.count_webhook(1)
         try:
             await self.app(scope, receive, send)
         finally:
-            buffer_service.webhooks_in_flight -= 1
+            buffer_service.count_webhook(-1)
 
 
 class BodySizeLimit:

@@ -203,6 +203,13 @@ def claim_due(conversation_id: uuid.UUID) -> float:
 # Webhook requests this process has received and not yet answered (app.main counts them). More than it has
 # request threads means deliveries are queueing: a turn's next message may be among them.
 webhooks_in_flight = 0
+_in_flight_lock = threading.Lock()  # one event loop per process normally; tests may run two
+
+
+def count_webhook(delta: int) -> None:
+    global webhooks_in_flight
+    with _in_flight_lock:
+        webhooks_in_flight += delta
 
 
 def _wait_for_deliveries() -> None:
