@@ -7,6 +7,8 @@ from dramatiq.brokers.redis import RedisBroker
 from app.config import settings
 
 QUEUE = "default"
+# Conversations whose turn is scheduled, by due time (buffer_service dispatches them onto QUEUE when due)
+TURNS_DUE_KEY = "turns:due"
 
 broker = RedisBroker(
     client=redis.Redis.from_url(
@@ -30,5 +32,7 @@ def enqueue(actor_name: str, *args: str, delay_seconds: float = 0) -> None:
 
 
 def backlog() -> int:
-    """Jobs waiting on the queue, delayed ones included."""
-    return sum(int(broker.client.hlen(f"{broker.namespace}:{name}.msgs")) for name in (QUEUE, f"{QUEUE}.DQ"))
+    """Jobs waiting on the queue, delayed ones and scheduled turns included."""
+    client = broker.client
+    jobs = sum(int(client.hlen(f"{broker.namespace}:{name}.msgs")) for name in (QUEUE, f"{QUEUE}.DQ"))
+    return jobs + int(client.zcard(TURNS_DUE_KEY))

@@ -56,12 +56,16 @@ def test_simulate_prints_the_reply_the_customer_gets(live_url, llm, chatflow, ma
     assert chatflow.sent_texts("77010000099") == ["Маникюр стоит 7000 тенге."]
 
 
-def test_health_reports_each_dependency(api):
+def test_health_reports_each_dependency(api, make_client):
     response = api.get("/health")
     body = response.json()
     assert response.status_code == 200
     assert body["status"] == "ok" and body["db"] == "ok" and body["redis"] == "ok"
-    assert isinstance(body["queue_backlog"], int)
+    assert body["queue_backlog"] == 0
+    # a turn waiting for the customer's pause to end is work the queue holds
+    make_client("salon", settings={"buffer_wait_seconds": 30})
+    api.post("/webhook/salon", json=chatflow_payload("Здравствуйте,"))
+    assert api.get("/health").json()["queue_backlog"] == 1
 
 
 def test_missing_setting_names_the_variable(monkeypatch):

@@ -29,7 +29,7 @@ from app.services import turn_policy
 logger = logging.getLogger(__name__)
 
 PROCESS_TURN = "process_turn"
-DUE_KEY = "turns:due"
+DUE_KEY = queue.TURNS_DUE_KEY
 PREFETCH_KEY = "turns:prefetch"
 _PREFETCH_MIN_WAIT_SECONDS = 0.5  # shorter waits leave no time to prepare anything
 _PREFETCH_BACKLOG = 4  # prefetches waiting beyond this are dropped: late ones help no one
