@@ -1,5 +1,6 @@
 """The database engine and the unit-of-work session scope, built once per process."""
 
+import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -10,6 +11,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import settings
+
+logger = logging.getLogger(__name__)
 
 engine: Engine = create_engine(
     settings.database_url,
@@ -53,6 +56,7 @@ def execute_once(statement: str, params: Mapping[str, Any]) -> tuple[Any, ...] |
         except DBAPIError as exc:
             if attempt == 2 or not exc.connection_invalidated:
                 raise
+            logger.warning("db.connection_lost", extra={"error_type": type(exc.orig).__name__, "action": "retry_once"})
     raise AssertionError("unreachable")
 
 

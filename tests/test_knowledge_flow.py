@@ -1,6 +1,7 @@
 """Answers grounded in each client's own knowledge, never another client's, honest when nothing matches."""
 
 import logging
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -118,3 +119,15 @@ def test_the_query_is_embedded_while_the_turn_still_waits(api, make_client, llm,
     assert chatflow.sent_texts() == []  # prepared ahead, not answered early
     assert wait_until(lambda: chatflow.sent_texts(), timeout=15) == ["Классический маникюр — 7000 тенге."]
     assert "7000 тенге" in _system_prompt(llm)
+
+
+def test_a_muted_bot_does_not_prepare_a_query(api, make_client, llm, chatflow):
+    # The customer said "stop": their next messages are stored, not answered, so nothing is embedded ahead.
+    client = make_client("salon", settings={"buffer_wait_seconds": 1})
+    kb_service.ingest_text(client_id=str(client.id), source="salon.md", text=SALON_KB, kind="markdown")
+    api.post("/webhook/salon", json=chatflow_payload("стоп, не пишите мне"))
+    wait_until(lambda: chatflow.sent_texts(), timeout=10)
+    api.post("/webhook/salon", json=chatflow_payload("а сколько стоит маникюр"))
+    time.sleep(1.5)
+    assert not any(query == "а сколько стоит маникюр" for _, query in kb_service._query_cache)
+    assert len(chatflow.sent_texts()) == 1

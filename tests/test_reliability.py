@@ -107,6 +107,19 @@ def test_postgres_down_webhook_gets_503_and_nothing_is_half_written(api, make_cl
     assert len(wait_until(lambda: chatflow.sent_texts())) == 1
 
 
+def test_webhook_survives_a_postgres_restart_between_requests(api, make_client, llm, chatflow):
+    # PostgreSQL restarted while the webhook's pooled connections sat idle: the next delivery still lands.
+    make_client("salon")
+    assert api.post("/webhook/salon", json=chatflow_payload("Добрый день")).json() == {"status": "ok"}
+    admin = create_engine(engine.url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    terminate = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"
+    with admin.connect() as connection:
+        connection.execute(text(terminate), {"n": engine.url.database})
+    admin.dispose()
+    assert api.post("/webhook/salon", json=chatflow_payload("Вы работаете сегодня?")).json() == {"status": "ok"}
+    assert _count(Message, Message.role == "user") == 2
+
+
 # --- OpenAI ---------------------------------------------------------------------------------------------
 
 

@@ -256,11 +256,9 @@ def _pop_due(leads: dict[str, int]) -> tuple[list[list[str]], int | None]:
 def dispatch_due(*, prefetch: Callable[[list[str]], None] | None = None) -> Dispatched:
     """Put the turn jobs of every conversation that is due on the queue (a little early, see claim_due).
 
-    With `prefetch`, also pops the conversations whose customer has paused and hands them over."""
-    if prefetch is None:
-        ([ids], next_due) = _pop_due({DUE_KEY: _lead_ms()})
-    else:
-        (ids, paused), next_due = _pop_due({DUE_KEY: _lead_ms(), PREFETCH_KEY: 0})
+    Also pops the conversations whose customer has paused and hands them to `prefetch` (if any)."""
+    (ids, paused), next_due = _pop_due({DUE_KEY: _lead_ms(), PREFETCH_KEY: 0})
+    if prefetch is not None:
         prefetch(paused)
     for conversation_id in ids:
         try:

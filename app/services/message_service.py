@@ -262,8 +262,12 @@ class TurnPart:
 def prefetch_turn(conversation_id: uuid.UUID) -> None:
     """Prepare a waiting turn's knowledge query while the customer pauses (see buffer_service.Dispatcher).
 
-    Only text turns: a voice note's words are not known before the turn transcribes it."""
+    Only text turns the bot will answer: a voice note's words are not known before the turn transcribes
+    it, and a muted bot or an open handover searches no knowledge."""
     with session_scope() as session:
+        conversation, now = session.execute(select(Conversation, func.now()).where(Conversation.id == conversation_id)).one()
+        if conversation.bot_muted(now) or escalation_service.open_handover(session, conversation_id) is not None:
+            return
         rows = session.execute(
             select(Message.type, Message.content)
             .where(Message.conversation_id == conversation_id, Message.status == "received")
