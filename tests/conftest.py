@@ -124,6 +124,7 @@ from app.config import settings  # noqa: E402
 from app.db import engine, session_scope  # noqa: E402
 from app.main import app  # noqa: E402
 from app.models import Base  # noqa: E402
+from app.queue import broker  # noqa: E402
 from app.redis_client import redis_client  # noqa: E402
 from app.services import client_service, qdrant_service  # noqa: E402
 from fakes.chatflow import FakeChatFlow  # noqa: E402
@@ -156,6 +157,7 @@ def api() -> Iterator[TestClient]:
 @pytest.fixture(autouse=True)
 def _clean_state() -> Iterator[None]:
     """Each test starts from empty tables and an empty Redis database."""
+    _wait_for_jobs_in_flight()
     # The previous test's background jobs may still hold row locks: retry rather than deadlock.
     for attempt in range(50):
         try:
@@ -170,6 +172,17 @@ def _clean_state() -> Iterator[None]:
     redis_client.flushdb()
     client_service.clear_cache()
     yield
+
+
+def _wait_for_jobs_in_flight(timeout: float = 5.0) -> None:
+    """Let the previous test's running jobs finish: a delivery between two retries would otherwise land on
+    this test's fakes (an old card edit overwriting a new one)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        acks = broker.client.keys(f"{broker.namespace}:__acks__.*")
+        if not acks or not any(broker.client.scard(key) for key in acks):
+            return
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
