@@ -5,6 +5,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg2
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -37,6 +38,7 @@ _autocommit_engine: Engine = create_engine(
     max_overflow=0,
     pool_timeout=settings.db_pool_timeout_seconds,
     pool_recycle=1800,
+    pool_reset_on_return=None,  # autocommit: no transaction is ever left open to roll back
     connect_args={"connect_timeout": 5, "application_name": "truffles-webhook"},
 )
 
@@ -44,20 +46,39 @@ _autocommit_engine: Engine = create_engine(
 def execute_once(statement: str, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
     """Run one self-contained statement (driver SQL, psycopg2 placeholders) in autocommit mode; its first row.
 
+    Straight on the pooled driver connection: the webhook's hottest call skips SQLAlchemy's Connection and
+    result layers. Driver errors are raised as SQLAlchemy's (OperationalError answers 503, DataError 422).
     A connection that died since its last use (a PostgreSQL restart) is discarded and the statement
     retried once on a fresh one; any other error, or a second failure, propagates (the webhook answers 503).
     The statement must be safe to repeat (the webhook's insert is: ON CONFLICT DO NOTHING).
     """
     for attempt in (1, 2):
         try:
-            with _autocommit_engine.connect() as connection:
-                row = connection.exec_driver_sql(statement, dict(params)).first()
-                return tuple(row) if row is not None else None
-        except DBAPIError as exc:
-            if attempt == 2 or not exc.connection_invalidated:
-                raise
-            logger.warning("db.connection_lost", extra={"error_type": type(exc.orig).__name__, "action": "retry_once"})
+            connection = _autocommit_engine.raw_connection()
+        except psycopg2.Error as exc:
+            raise _wrapped(statement, params, exc, invalidated=False) from exc
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(statement, params)
+                row = cursor.fetchone() if cursor.description else None
+            return tuple(row) if row is not None else None
+        except psycopg2.Error as exc:
+            lost = _autocommit_engine.dialect.is_disconnect(exc, connection.dbapi_connection, None)
+            if lost:  # PostgreSQL restarted: the pool's idle connections are dead too
+                connection.invalidate(exc)
+                _autocommit_engine.dispose()
+            if attempt == 2 or not lost:
+                raise _wrapped(statement, params, exc, invalidated=lost) from exc
+            logger.warning("db.connection_lost", extra={"error_type": type(exc).__name__, "action": "retry_once"})
+        finally:
+            connection.close()
     raise AssertionError("unreachable")
+
+
+def _wrapped(statement: str, params: Mapping[str, Any], exc: psycopg2.Error, *, invalidated: bool) -> DBAPIError:
+    return DBAPIError.instance(
+        statement, dict(params), exc, psycopg2.Error, hide_parameters=True, connection_invalidated=invalidated, dialect=_autocommit_engine.dialect
+    )
 
 
 def dispose() -> None:
