@@ -1,19 +1,32 @@
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 
+from app.config import settings
 from app.schemas.chatflow import ChatFlowWebhook, WebhookAck
 from app.services import client_service, message_service
 
 router = APIRouter(tags=["webhook"])
 
+# The acknowledgement's blocking calls (Redis, PostgreSQL) run on threads of their own: under load a plain
+# executor hop costs ~20 µs of CPU against ~70 µs for the generic thread-pool path of sync routes.
+_threads = ThreadPoolExecutor(max_workers=settings.http_threads, thread_name_prefix="webhook")
+
 
 @router.post("/webhook/{client_slug}", response_model=WebhookAck, response_model_exclude_none=True)
-def receive_message(client_slug: str, payload: ChatFlowWebhook, x_webhook_secret: Annotated[str | None, Header()] = None) -> JSONResponse:
+async def receive_message(
+    client_slug: str, payload: ChatFlowWebhook, x_webhook_secret: Annotated[str | None, Header()] = None
+) -> JSONResponse:
     """ChatFlow delivers a WhatsApp message: store it once and answer at once; the reply comes later."""
-    client = client_service.webhook_client(client_slug, x_webhook_secret)
-    result = message_service.ingest(client=client, payload=payload)
+    result = await asyncio.get_running_loop().run_in_executor(_threads, _ingest, client_slug, payload, x_webhook_secret)
     # Answered as is (the shape of WebhookAck): re-validating our own two fields cost ~7% of an acknowledgement.
     ack = {"status": result.status} if result.reason is None else {"status": result.status, "reason": result.reason}
     return JSONResponse(ack)
+
+
+def _ingest(client_slug: str, payload: ChatFlowWebhook, secret: str | None) -> message_service.IngestResult:
+    client = client_service.webhook_client(client_slug, secret)
+    return message_service.ingest(client=client, payload=payload)
