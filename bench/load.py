@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 REQUEST_TIMEOUT_SECONDS = 10.0
 MAX_OPEN_CONNECTIONS = 1024
+_REUSE_IDLE_S = 4.0  # below uvicorn's keep-alive timeout (5 s)
 
 # The acknowledgement tests cycle through these.
 TEXTS = ("Здравствуйте!", "Хочу записаться на маникюр в субботу", "Подскажите сколько стоит маникюр с покрытием")
@@ -81,8 +82,14 @@ class Connection:
         self.port = port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.used_at = 0.0
 
     async def post(self, path: str, body: bytes) -> int:
+        # As any HTTP client does: do not reuse a connection the server has closed or is about to close
+        # (uvicorn closes keep-alive connections idle for 5 s; reusing one then fails mid-request).
+        stale = self.reader is not None and (self.reader.at_eof() or time.monotonic() - self.used_at > _REUSE_IDLE_S)
+        if stale:
+            self.close()
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
@@ -105,6 +112,7 @@ class Connection:
                 await self.reader.readexactly(length)
         if "connection: close" in headers:
             self.close()
+        self.used_at = time.monotonic()
         return status
 
     async def _read_chunked(self) -> None:
