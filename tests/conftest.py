@@ -126,7 +126,7 @@ from app.main import app  # noqa: E402
 from app.models import Base  # noqa: E402
 from app.queue import broker  # noqa: E402
 from app.redis_client import redis_client  # noqa: E402
-from app.services import client_service, qdrant_service  # noqa: E402
+from app.services import client_service, message_service, qdrant_service  # noqa: E402
 from fakes.chatflow import FakeChatFlow  # noqa: E402
 from fakes.elevenlabs import FakeElevenLabs  # noqa: E402
 from fakes.openai_api import FakeOpenAI  # noqa: E402
@@ -171,6 +171,7 @@ def _clean_state() -> Iterator[None]:
             time.sleep(0.1)
     redis_client.flushdb()
     client_service.clear_cache()
+    message_service.clear_cache()
     yield
 
 

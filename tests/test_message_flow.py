@@ -3,11 +3,11 @@
 import concurrent.futures
 import time
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from app.config import settings
 from app.db import session_scope
-from app.models import Handover, Message, OutboxItem
+from app.models import Conversation, Handover, Message, OutboxItem, User
 from app.services import buffer_service, message_service
 from app.services.replies import FALLBACK_RESPONSES, GREETING
 from tests.helpers import chatflow_payload, wait_until
@@ -94,6 +94,36 @@ def test_duplicate_is_caught_by_postgres_when_redis_forgot_it(api, llm, chatflow
     wait_until(lambda: chatflow.sent_texts())
     time.sleep(0.8)
     assert len(chatflow.sent_texts()) == 1
+
+
+def test_returning_customer_whose_conversation_was_deleted_is_answered(api, llm, chatflow, make_client):
+    # The webhook remembers a returning customer's conversation to move its turn early; a conversation
+    # deleted since (the customer's data erased) must not swallow the next message.
+    make_client("salon", settings={"buffer_wait_seconds": 1.0})  # long enough for the early move to count
+    assert api.post("/webhook/salon", json=chatflow_payload("Здравствуйте", phone="77015550007")).json()["status"] == "ok"
+    wait_until(lambda: len(chatflow.sent_texts()) == 1)
+    with session_scope() as session:
+        session.execute(delete(User).where(User.phone == "77015550007"))
+    llm.set_reply("Да, есть окно в 15:00.")
+    assert api.post("/webhook/salon", json=chatflow_payload("Есть запись на завтра?", phone="77015550007")).json()["status"] == "ok"
+    assert wait_until(lambda: chatflow.sent_texts()[1:], message="the answer to the new conversation") == ["Да, есть окно в 15:00."]
+
+
+def test_message_stored_after_its_turn_fell_due_is_answered(api, llm, chatflow, make_client):
+    # A returning customer's turn is moved before the message is stored. When the store is slower than
+    # the wait (the conversation row locked for a second), the turn is moved again after it.
+    make_client("salon")
+    assert api.post("/webhook/salon", json=chatflow_payload("Здравствуйте", phone="77015550008")).json()["status"] == "ok"
+    wait_until(lambda: len(chatflow.sent_texts()) == 1)
+    llm.set_reply("Маникюр стоит 7000 тенге.")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        with session_scope() as session:
+            session.execute(select(Conversation).with_for_update())
+            pending = pool.submit(api.post, "/webhook/salon", json=chatflow_payload("Сколько стоит маникюр?", phone="77015550008"))
+            time.sleep(1.0)  # longer than the turn's wait (0.3 s): it falls due while the store waits for the lock
+            assert not pending.done()
+        assert pending.result(timeout=10).json()["status"] == "ok"
+    assert wait_until(lambda: chatflow.sent_texts()[1:], message="the answer") == ["Маникюр стоит 7000 тенге."]
 
 
 def test_quick_messages_become_one_turn_with_one_answer(api, llm, chatflow, make_client):

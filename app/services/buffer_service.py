@@ -35,14 +35,18 @@ _PREFETCH_MIN_WAIT_SECONDS = 0.5  # shorter waits leave no time to prepare anyth
 _PREFETCH_BACKLOG = 4  # prefetches waiting beyond this are dropped: late ones help no one
 _STATE_TTL_SECONDS = 3600
 _DISPATCH_BATCH = 200
+_CLAIM_MARGIN_MS = 250
 _LAG_MEMORY_MS = 5000  # a client's delivery lag counts until a message arrives on time, or this long
 
-# KEYS[1] turn hash, KEYS[2] due set, KEYS[3] prefetch set, KEYS[4] the client's delivery lag. ARGV: now_ms,
-# wait_ms, max_wait_ms, ttl_s, conversation id, prefetch_ms (-1: none), lag_ms. Returns due_ms.
+# KEYS[1] turn hash, KEYS[2] due set, KEYS[3] prefetch set, KEYS[4] the client's delivery lag, optionally
+# KEYS[5] the delivery's de-duplication key. ARGV: now_ms, wait_ms, max_wait_ms, ttl_s, conversation id,
+# prefetch_ms (-1: none), lag_ms, lag memory ms, and with KEYS[5] its ttl_s. Returns due_ms, or -1 when the
+# de-duplication key existed (a delivery seen before: nothing is moved).
 # The hash keeps what a claim needs to re-judge the turn: the last message's time, its wait, the cap, and
 # the name of the client's lag key.
 _TOUCH = redis_client.register_script(
     """
+    if KEYS[5] and not redis.call('SET', KEYS[5], 1, 'NX', 'EX', ARGV[9]) then return -1 end
     local now = tonumber(ARGV[1])
     local lag = tonumber(ARGV[7])
     local first = tonumber(redis.call('HGET', KEYS[1], 'first') or ARGV[1])
@@ -151,24 +155,62 @@ def schedule_turn(
     `lag_seconds`: how late this message reached us (delivery_lag); its turn waits that much longer, and
     while the client's deliveries lag every turn of the client is re-judged when claimed (see _CLAIM)."""
     try:
-        _TOUCH(
-            keys=[_key(conversation_id), DUE_KEY, PREFETCH_KEY, f"lag:{client_id}"],
-            args=[
-                _now_ms(),
-                int(wait_seconds * 1000),
-                int(max(max_wait_seconds, wait_seconds + lag_seconds) * 1000),
-                _STATE_TTL_SECONDS,
-                str(conversation_id),
-                _prefetch_ms(wait_seconds + lag_seconds),
-                int(lag_seconds * 1000),
-                _LAG_MEMORY_MS,
-            ],
-        )
+        _touch(client_id, conversation_id, wait_seconds, max_wait_seconds, lag_seconds)
         return True
     except redis.RedisError as exc:
         # The message is safe in PostgreSQL; the maintenance sweep schedules its turn once Redis is back.
         logger.warning("buffer.schedule_failed", extra={"conversation_id": str(conversation_id), "error_type": type(exc).__name__})
         return False
+
+
+def schedule_first_delivery(
+    *,
+    dedup_key: str,
+    dedup_ttl_seconds: int,
+    client_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    wait_seconds: float,
+    max_wait_seconds: float,
+    lag_seconds: float = 0.0,
+) -> int | None:
+    """De-duplicate a delivery and move its conversation's turn in one round trip, before the message is
+    stored (the webhook knows a returning customer's conversation). The turn's new due time (epoch ms) for
+    a first delivery; None when it was seen before (nothing moved). Raises redis.RedisError."""
+    due = _touch(client_id, conversation_id, wait_seconds, max_wait_seconds, lag_seconds, dedup=(dedup_key, dedup_ttl_seconds))
+    return None if due < 0 else due
+
+
+def still_ahead(due_ms: int) -> bool:
+    """Whether a turn due at `due_ms` is surely not claimed yet: a message stored now is part of it.
+
+    A turn is claimed no earlier than its due time (the lag rules only postpone it); the margin covers
+    the claim's own round trips and a small clock difference between hosts."""
+    return due_ms - _now_ms() > _CLAIM_MARGIN_MS
+
+
+def _touch(
+    client_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    wait_seconds: float,
+    max_wait_seconds: float,
+    lag_seconds: float,
+    dedup: tuple[str, int] | None = None,
+) -> int:
+    keys = [_key(conversation_id), DUE_KEY, PREFETCH_KEY, f"lag:{client_id}"]
+    args: list[Any] = [
+        _now_ms(),
+        int(wait_seconds * 1000),
+        int(max(max_wait_seconds, wait_seconds + lag_seconds) * 1000),
+        _STATE_TTL_SECONDS,
+        str(conversation_id),
+        _prefetch_ms(wait_seconds + lag_seconds),
+        int(lag_seconds * 1000),
+        _LAG_MEMORY_MS,
+    ]
+    if dedup is not None:
+        keys.append(dedup[0])
+        args.append(dedup[1])
+    return int(_TOUCH(keys=keys, args=args))
 
 
 def _prefetch_ms(wait_seconds: float) -> int:

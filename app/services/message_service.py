@@ -43,6 +43,10 @@ from app.utils.text import split_text
 logger = logging.getLogger(__name__)
 
 _DEDUP_TTL_SECONDS = 3 * 24 * 3600
+# Each returning customer's conversation, so the webhook de-duplicates a delivery and moves its turn in one
+# Redis round trip. Per process; a stale entry (a conversation deleted since) only costs a round trip.
+_KNOWN_CONVERSATIONS_MAX = 50_000
+_known_conversations: dict[tuple[uuid.UUID, str], uuid.UUID] = {}
 
 # One round trip: upsert the customer and the conversation, store the message unless it is a duplicate.
 # Touching the conversation row also serialises this insert with a turn being finalised (see _finish).
@@ -91,8 +95,25 @@ def ingest(*, client: ClientInfo, payload: ChatFlowWebhook) -> IngestResult:
     if payload.from_me:
         return _ingest_from_me(client=client, payload=payload, phone=phone, log=log)
 
+    timing = buffer_service.TurnTiming(
+        wait_seconds=client.settings.buffer_wait_seconds
+        if client.settings.buffer_wait_seconds is not None
+        else settings.buffer_wait_seconds,
+        max_wait_seconds=client.settings.buffer_max_wait_seconds
+        if client.settings.buffer_max_wait_seconds is not None
+        else settings.buffer_max_wait_seconds,
+    )
+    lag = buffer_service.delivery_lag(payload.metadata.timestamp)
+    wait = buffer_service.wait_for(message_type=payload.message_type, text=payload.text, timing=timing)
+    turn = {"client_id": client.id, "wait_seconds": wait, "max_wait_seconds": timing.max_wait_seconds, "lag_seconds": lag}
+
     dedup_key = f"dedup:{client.id}:{meta.message_id}"
-    first_seen = _mark_seen(dedup_key)
+    known = _known_conversations.get((client.id, phone))
+    due_ms = None
+    if known is None:
+        first_seen = _mark_seen(dedup_key)
+    else:
+        first_seen, due_ms = _mark_seen_and_move(dedup_key, known, turn)
     if first_seen is False:
         metrics.duplicates.labels(client.slug).inc()
         logger.info("webhook.duplicate", extra={**log, "guard": "redis"})
@@ -108,20 +129,14 @@ def ingest(*, client: ClientInfo, payload: ChatFlowWebhook) -> IngestResult:
         logger.info("webhook.duplicate", extra={**log, "guard": "postgres"})
         return IngestResult("duplicate")
     _message_id, conversation_id = stored
+    _remember_conversation(client.id, phone, conversation_id)
     metrics.messages_received.labels(client.slug).inc()
-    timing = buffer_service.TurnTiming(
-        wait_seconds=client.settings.buffer_wait_seconds
-        if client.settings.buffer_wait_seconds is not None
-        else settings.buffer_wait_seconds,
-        max_wait_seconds=client.settings.buffer_max_wait_seconds
-        if client.settings.buffer_max_wait_seconds is not None
-        else settings.buffer_max_wait_seconds,
-    )
-    lag = buffer_service.delivery_lag(payload.metadata.timestamp)
-    wait = buffer_service.wait_for(message_type=payload.message_type, text=payload.text, timing=timing)
-    scheduled = buffer_service.schedule_turn(
-        client_id=client.id, conversation_id=conversation_id, wait_seconds=wait, max_wait_seconds=timing.max_wait_seconds, lag_seconds=lag
-    )
+    # The turn was moved before the store; if it may have been claimed since (it was due at once, at its
+    # cap, or the store was slow) or the conversation is not the one remembered, it is moved again now.
+    if due_ms is not None and conversation_id == known and buffer_service.still_ahead(due_ms):
+        scheduled = True
+    else:
+        scheduled = buffer_service.schedule_turn(conversation_id=conversation_id, **turn)
     if logger.isEnabledFor(logging.INFO):  # the hottest log line: its fields are not built when it is off
         logger.info(
             "webhook.accepted",
@@ -151,6 +166,29 @@ def _mark_seen(key: str) -> bool | None:
     except redis.RedisError as exc:
         logger.warning("webhook.dedup_unavailable", extra={"error_type": type(exc).__name__})
         return None
+
+
+def _mark_seen_and_move(key: str, conversation_id: uuid.UUID, turn: dict[str, Any]) -> tuple[bool | None, int | None]:
+    """_mark_seen, and for a first delivery also move the conversation's turn (its new due time), in one round trip."""
+    try:
+        due_ms = buffer_service.schedule_first_delivery(
+            dedup_key=key, dedup_ttl_seconds=_DEDUP_TTL_SECONDS, conversation_id=conversation_id, **turn
+        )
+    except redis.RedisError as exc:
+        logger.warning("webhook.dedup_unavailable", extra={"error_type": type(exc).__name__})
+        return None, None
+    return due_ms is not None, due_ms
+
+
+def _remember_conversation(client_id: uuid.UUID, phone: str, conversation_id: uuid.UUID) -> None:
+    if len(_known_conversations) >= _KNOWN_CONVERSATIONS_MAX:
+        _known_conversations.clear()  # rare; each returning customer pays one more round trip once
+    _known_conversations[(client_id, phone)] = conversation_id
+
+
+def clear_cache() -> None:
+    """Forget the remembered conversations (tests; a wrong one only costs a round trip, see ingest)."""
+    _known_conversations.clear()
 
 
 def _forget_seen(key: str) -> None:
