@@ -64,9 +64,11 @@ def execute_once(statement: str, params: Mapping[str, Any]) -> tuple[Any, ...] |
             return tuple(row) if row is not None else None
         except psycopg2.Error as exc:
             lost = _autocommit_engine.dialect.is_disconnect(exc, connection.dbapi_connection, None)
-            if lost:  # PostgreSQL restarted: the pool's idle connections are dead too
-                connection.invalidate(exc)
-                _autocommit_engine.dispose()
+            if lost:
+                # PostgreSQL restarted: every connection made before now is dead too. Mark them all (each is
+                # replaced when next checked out), as SQLAlchemy's own Connection does; disposing the pool
+                # instead, once per thread that hit a dead connection, would strand connections in old pools.
+                _autocommit_engine.pool._invalidate(connection, exc)
             if attempt == 2 or not lost:
                 raise _wrapped(statement, params, exc, invalidated=lost) from exc
             logger.warning("db.connection_lost", extra={"error_type": type(exc).__name__, "action": "retry_once"})

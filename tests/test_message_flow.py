@@ -111,8 +111,8 @@ def test_returning_customer_whose_conversation_was_deleted_is_answered(api, llm,
 
 def test_message_stored_after_its_turn_fell_due_is_answered(api, llm, chatflow, make_client):
     # A returning customer's turn is moved before the message is stored. When the store is slower than
-    # the wait (the conversation row locked for a second), the turn is moved again after it.
-    make_client("salon")
+    # the wait (the conversation row locked for 1.5 s), the turn is moved again after it.
+    make_client("salon", settings={"buffer_wait_seconds": 1.0})  # long enough for the early move to count
     assert api.post("/webhook/salon", json=chatflow_payload("Здравствуйте", phone="77015550008")).json()["status"] == "ok"
     wait_until(lambda: len(chatflow.sent_texts()) == 1)
     llm.set_reply("Маникюр стоит 7000 тенге.")
@@ -120,7 +120,7 @@ def test_message_stored_after_its_turn_fell_due_is_answered(api, llm, chatflow, 
         with session_scope() as session:
             session.execute(select(Conversation).with_for_update())
             pending = pool.submit(api.post, "/webhook/salon", json=chatflow_payload("Сколько стоит маникюр?", phone="77015550008"))
-            time.sleep(1.0)  # longer than the turn's wait (0.3 s): it falls due while the store waits for the lock
+            time.sleep(1.5)  # longer than the turn's wait (1 s): it falls due while the store waits for the lock
             assert not pending.done()
         assert pending.result(timeout=10).json()["status"] == "ok"
     assert wait_until(lambda: chatflow.sent_texts()[1:], message="the answer") == ["Маникюр стоит 7000 тенге."]

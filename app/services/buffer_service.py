@@ -40,8 +40,9 @@ _LAG_MEMORY_MS = 5000  # a client's delivery lag counts until a message arrives 
 
 # KEYS[1] turn hash, KEYS[2] due set, KEYS[3] prefetch set, KEYS[4] the client's delivery lag, optionally
 # KEYS[5] the delivery's de-duplication key. ARGV: now_ms, wait_ms, max_wait_ms, ttl_s, conversation id,
-# prefetch_ms (-1: none), lag_ms, lag memory ms, and with KEYS[5] its ttl_s. Returns due_ms, or -1 when the
-# de-duplication key existed (a delivery seen before: nothing is moved).
+# prefetch_ms (-1: none), lag_ms, lag memory ms; with KEYS[5] also its ttl_s, the shortest wait any message
+# may set (ms) and the configured cap (ms). Returns due_ms; with KEYS[5], -1 when the key existed (a delivery
+# seen before: nothing is moved), else the soonest this turn may fall due, by this message or any later one.
 # The hash keeps what a claim needs to re-judge the turn: the last message's time, its wait, the cap, and
 # the name of the client's lag key.
 _TOUCH = redis_client.register_script(
@@ -63,6 +64,7 @@ _TOUCH = redis_client.register_script(
     else
         redis.call('DEL', KEYS[4])
     end
+    if KEYS[5] then return math.min(due, now + tonumber(ARGV[10]), first + tonumber(ARGV[11])) end
     return due
     """
 )
@@ -133,6 +135,11 @@ def wait_for(*, message_type: str, text: str, timing: TurnTiming) -> float:
     return turn_policy.wait_seconds(message_type=message_type, text=text, base_wait=timing.wait_seconds)
 
 
+def shortest_wait(timing: TurnTiming) -> float:
+    """The shortest wait the end-of-turn policy gives any message under this timing."""
+    return turn_policy.SHORT_FACTOR * max(0.0, timing.wait_seconds)
+
+
 def delivery_lag(sent_at: int | None) -> float:
     """How late a message reached us, from its WhatsApp timestamp (whole seconds, or milliseconds).
 
@@ -172,19 +179,22 @@ def schedule_first_delivery(
     wait_seconds: float,
     max_wait_seconds: float,
     lag_seconds: float = 0.0,
+    shortest_wait_seconds: float = 0.0,
 ) -> int | None:
     """De-duplicate a delivery and move its conversation's turn in one round trip, before the message is
-    stored (the webhook knows a returning customer's conversation). The turn's new due time (epoch ms) for
-    a first delivery; None when it was seen before (nothing moved). Raises redis.RedisError."""
-    due = _touch(client_id, conversation_id, wait_seconds, max_wait_seconds, lag_seconds, dedup=(dedup_key, dedup_ttl_seconds))
-    return None if due < 0 else due
+    stored (the webhook knows a returning customer's conversation). None when the delivery was seen before
+    (nothing moved); else the soonest the turn may fall due (epoch ms): this message's due time, or earlier
+    if a later message with the shortest wait (`shortest_wait_seconds`) or the turn's cap comes first.
+    Raises redis.RedisError."""
+    extra = (int(shortest_wait_seconds * 1000), int(max_wait_seconds * 1000))
+    soonest = _touch(client_id, conversation_id, wait_seconds, max_wait_seconds, lag_seconds, dedup=(dedup_key, dedup_ttl_seconds, *extra))
+    return None if soonest < 0 else soonest
 
 
 def still_ahead(due_ms: int) -> bool:
-    """Whether a turn due at `due_ms` is surely not claimed yet: a message stored now is part of it.
-
-    A turn is claimed no earlier than its due time (the lag rules only postpone it); the margin covers
-    the claim's own round trips and a small clock difference between hosts."""
+    """Whether a turn that cannot fall due before `due_ms` is surely not claimed yet: a message stored
+    now is part of it. A turn is claimed no earlier than its due time (the lag rules only postpone it);
+    the margin covers the claim's own round trips and a small clock difference between hosts."""
     return due_ms - _now_ms() > _CLAIM_MARGIN_MS
 
 
@@ -194,7 +204,7 @@ def _touch(
     wait_seconds: float,
     max_wait_seconds: float,
     lag_seconds: float,
-    dedup: tuple[str, int] | None = None,
+    dedup: tuple[str, int, int, int] | None = None,
 ) -> int:
     keys = [_key(conversation_id), DUE_KEY, PREFETCH_KEY, f"lag:{client_id}"]
     args: list[Any] = [
@@ -209,7 +219,7 @@ def _touch(
     ]
     if dedup is not None:
         keys.append(dedup[0])
-        args.append(dedup[1])
+        args.extend(dedup[1:])
     return int(_TOUCH(keys=keys, args=args))
 
 

@@ -113,7 +113,7 @@ def ingest(*, client: ClientInfo, payload: ChatFlowWebhook) -> IngestResult:
     if known is None:
         first_seen = _mark_seen(dedup_key)
     else:
-        first_seen, due_ms = _mark_seen_and_move(dedup_key, known, turn)
+        first_seen, due_ms = _mark_seen_and_move(dedup_key, known, turn, buffer_service.shortest_wait(timing))
     if first_seen is False:
         metrics.duplicates.labels(client.slug).inc()
         logger.info("webhook.duplicate", extra={**log, "guard": "redis"})
@@ -131,8 +131,9 @@ def ingest(*, client: ClientInfo, payload: ChatFlowWebhook) -> IngestResult:
     _message_id, conversation_id = stored
     _remember_conversation(client.id, phone, conversation_id)
     metrics.messages_received.labels(client.slug).inc()
-    # The turn was moved before the store; if it may have been claimed since (it was due at once, at its
-    # cap, or the store was slow) or the conversation is not the one remembered, it is moved again now.
+    # The turn was moved before the store; if it may have been claimed since (due at once at its cap, made
+    # due sooner by a later message, or the store was slow) or the conversation is not the one remembered,
+    # it is moved again now.
     if due_ms is not None and conversation_id == known and buffer_service.still_ahead(due_ms):
         scheduled = True
     else:
@@ -168,11 +169,14 @@ def _mark_seen(key: str) -> bool | None:
         return None
 
 
-def _mark_seen_and_move(key: str, conversation_id: uuid.UUID, turn: dict[str, Any]) -> tuple[bool | None, int | None]:
-    """_mark_seen, and for a first delivery also move the conversation's turn (its new due time), in one round trip."""
+def _mark_seen_and_move(
+    key: str, conversation_id: uuid.UUID, turn: dict[str, Any], shortest_wait: float
+) -> tuple[bool | None, int | None]:
+    """_mark_seen, and for a first delivery also move the conversation's turn, in one round trip; with the
+    soonest the turn may now fall due."""
     try:
         due_ms = buffer_service.schedule_first_delivery(
-            dedup_key=key, dedup_ttl_seconds=_DEDUP_TTL_SECONDS, conversation_id=conversation_id, **turn
+            dedup_key=key, dedup_ttl_seconds=_DEDUP_TTL_SECONDS, conversation_id=conversation_id, shortest_wait_seconds=shortest_wait, **turn
         )
     except redis.RedisError as exc:
         logger.warning("webhook.dedup_unavailable", extra={"error_type": type(exc).__name__})

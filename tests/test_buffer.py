@@ -1,0 +1,46 @@
+"""The turn's debounce state in Redis: promises the webhook relies on when it moves a turn before storing."""
+
+import time
+import uuid
+
+from app.redis_client import redis_client
+from app.services import buffer_service
+
+
+def _first_delivery(client_id: uuid.UUID, conversation_id: uuid.UUID, name: str, **timing: float) -> int | None:
+    return buffer_service.schedule_first_delivery(
+        dedup_key=f"dedup:{client_id}:{name}", dedup_ttl_seconds=60, client_id=client_id, conversation_id=conversation_id, **timing
+    )
+
+
+def _due(conversation_id: uuid.UUID) -> int:
+    return int(redis_client.hget(f"turn:{conversation_id}", "due"))
+
+
+def test_soonest_due_time_allows_for_a_later_message_with_a_shorter_wait():
+    # A returning customer's message moves the turn before it is stored, and the webhook moves it again
+    # only if the turn may fall due before the store is done. A later message with a short wait ("?")
+    # makes the turn due sooner than this one's own wait: the soonest time given must allow for that.
+    client_id, conversation_id = uuid.uuid4(), uuid.uuid4()
+    soonest = _first_delivery(client_id, conversation_id, "A", wait_seconds=1.8, max_wait_seconds=10, shortest_wait_seconds=0.4)
+    buffer_service.schedule_turn(client_id=client_id, conversation_id=conversation_id, wait_seconds=0.4, max_wait_seconds=10)
+    assert soonest is not None and soonest <= _due(conversation_id)
+
+
+def test_soonest_due_time_allows_for_the_turns_cap():
+    # The turn started 0.8 s ago and may wait 1 s in all: a later short message makes it due at the cap,
+    # sooner than this message's wait and sooner than the shortest wait from now.
+    client_id, conversation_id = uuid.uuid4(), uuid.uuid4()
+    buffer_service.schedule_turn(client_id=client_id, conversation_id=conversation_id, wait_seconds=1.0, max_wait_seconds=1.0)
+    time.sleep(0.8)
+    soonest = _first_delivery(client_id, conversation_id, "B", wait_seconds=1.8, max_wait_seconds=1.0, shortest_wait_seconds=0.4)
+    buffer_service.schedule_turn(client_id=client_id, conversation_id=conversation_id, wait_seconds=0.4, max_wait_seconds=1.0)
+    assert soonest is not None and soonest <= _due(conversation_id)
+
+
+def test_a_delivery_seen_before_moves_nothing():
+    client_id, conversation_id = uuid.uuid4(), uuid.uuid4()
+    assert _first_delivery(client_id, conversation_id, "C", wait_seconds=1.0, max_wait_seconds=10) is not None
+    due = _due(conversation_id)
+    assert _first_delivery(client_id, conversation_id, "C", wait_seconds=5.0, max_wait_seconds=10) is None
+    assert _due(conversation_id) == due
