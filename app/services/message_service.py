@@ -121,8 +121,9 @@ def ingest(*, client: ClientInfo, payload: ChatFlowWebhook) -> IngestResult:
     try:
         stored = _store(client_id=client.id, payload=payload, phone=phone, role="user", status="received")
     except Exception:
-        if first_seen:
-            _forget_seen(dedup_key)  # so the gateway's retry of this delivery is not taken for a duplicate
+        # So the gateway's retry of this delivery is not taken for a duplicate. Also when the mark's outcome
+        # is unknown (None): a Redis call that timed out may still have set the key.
+        _forget_seen(dedup_key)
         raise
     if stored is None:
         metrics.duplicates.labels(client.slug).inc()
