@@ -1,5 +1,6 @@
 """The FastAPI application: routers, error handlers, and the in-process worker's lifecycle."""
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -37,6 +38,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dramatiq_worker.start()
         maintenance = Maintenance(settings.maintenance_interval_seconds)
         maintenance.start()
+    # What is loaded by now lives as long as the process: keep it out of the collector's full passes, which
+    # otherwise stop every thread for ~140 ms (seen as acknowledgement stalls under load).
+    gc.collect()
+    gc.freeze()
     logger.info("app.started", extra={"worker_mode": settings.worker_mode, "worker_threads": settings.worker_threads})
     try:
         yield
