@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     db_pool_size: int = 20
     db_max_overflow: int = 20
     db_pool_timeout_seconds: float = 5.0
+    # The webhook's store may wait this long on PostgreSQL (a row lock included), then answers 503 and the
+    # gateway retries: a stuck lock must not hold request threads indefinitely
+    webhook_db_timeout_seconds: float = 5.0
     redis_timeout_seconds: float = 2.0
 
     # OpenAI (chat answers, optional LLM intent classification, optional embeddings)

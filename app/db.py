@@ -39,7 +39,11 @@ _autocommit_engine: Engine = create_engine(
     pool_timeout=settings.db_pool_timeout_seconds,
     pool_recycle=1800,
     pool_reset_on_return=None,  # autocommit: no transaction is ever left open to roll back
-    connect_args={"connect_timeout": 5, "application_name": "truffles-webhook"},
+    connect_args={
+        "connect_timeout": 5,
+        "application_name": "truffles-webhook",
+        "options": f"-c statement_timeout={int(settings.webhook_db_timeout_seconds * 1000)}",
+    },
 )
 
 

@@ -73,6 +73,7 @@ os.environ.update(
         "QDRANT_PATH": tempfile.mkdtemp(prefix="truffles-qdrant-"),
         "BUFFER_WAIT_SECONDS": "0.3",
         "BUFFER_MAX_WAIT_SECONDS": "3",
+        "WEBHOOK_DB_TIMEOUT_SECONDS": "2.5",
         "WORKER_THREADS": "4",
         "WORKER_POLL_MS": "10",
         "MAINTENANCE_INTERVAL_SECONDS": "3600",

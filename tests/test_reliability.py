@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, func, select, text
 
 from app.config import settings
 from app.db import engine, session_scope
-from app.models import Handover, Message, OutboxItem
+from app.models import Conversation, Handover, Message, OutboxItem
 from app.services import alert_service, maintenance_service, outbox_service
 from app.services.replies import FALLBACK_RESPONSES
 from tests.conftest import REDIS
@@ -117,6 +117,23 @@ def test_webhook_survives_a_postgres_restart_between_requests(api, make_client, 
         connection.execute(text(terminate), {"n": engine.url.database})
     admin.dispose()
     assert api.post("/webhook/salon", json=chatflow_payload("Вы работаете сегодня?")).json() == {"status": "ok"}
+    assert _count(Message, Message.role == "user") == 2
+
+
+def test_webhook_blocked_on_postgres_answers_503_in_bounded_time_and_the_retry_lands(api, make_client, llm, chatflow):
+    # A lock held too long (a stuck transaction) must not hold the gateway's request: 503, then its retry works.
+    make_client("salon")
+    assert api.post("/webhook/salon", json=chatflow_payload("Здравствуйте", phone="77015550009")).json()["status"] == "ok"
+    payload = chatflow_payload("Вы работаете сегодня?", phone="77015550009", message_id="LOCKED-1")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        with session_scope() as session:
+            session.execute(select(Conversation).with_for_update())
+            pending = pool.submit(api.post, "/webhook/salon", json=payload)
+            done, _ = concurrent.futures.wait([pending], timeout=6)  # WEBHOOK_DB_TIMEOUT_SECONDS=2.5 in the tests
+        assert done, "the webhook waited on the lock past its timeout"
+    response = pending.result()
+    assert response.status_code == 503 and response.headers.get("retry-after")
+    assert api.post("/webhook/salon", json=payload).json()["status"] == "ok"
     assert _count(Message, Message.role == "user") == 2
 
 
