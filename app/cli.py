@@ -19,7 +19,9 @@ from app.cli_kb import add_kb_commands
 from app.config import settings
 from app.db import session_scope
 from app.models import Client, Conversation, Message, User
-from app.services import client_service, intent_service, telegram_service
+from app.services import clients
+from app.services.channels import telegram
+from app.services.conversation import intent
 from app.utils.errors import ConfigError, TrufflesError
 
 Command = Callable[[argparse.Namespace], int]
@@ -37,7 +39,7 @@ def _client_fields(args: argparse.Namespace) -> dict[str, Any]:
     if args.prompt_file:
         fields["prompt"] = Path(args.prompt_file).read_text(encoding="utf-8")
     if args.generate_secret:
-        fields["webhook_secret"] = client_service.new_webhook_secret()
+        fields["webhook_secret"] = clients.new_webhook_secret()
     if args.set:
         fields["settings"] = dict(_parse_setting(item) for item in args.set)
     return fields
@@ -65,13 +67,13 @@ def _describe(client: Client) -> dict[str, Any]:
         "telegram_chat_id": client.telegram_chat_id,
         "telegram_bot": "own" if client.telegram_bot_token else "default",
         "prompt_chars": len(client.prompt or ""),
-        "settings": client_service.settings_of(client).model_dump(),
+        "settings": clients.settings_of(client).model_dump(),
     }
 
 
 def cmd_client_create(args: argparse.Namespace) -> int:
     with session_scope() as session:
-        client = client_service.create(session, slug=args.slug, **_client_fields(args))
+        client = clients.create(session, slug=args.slug, **_client_fields(args))
         out = _describe(client)
         secret = client.webhook_secret if args.generate_secret else None
     print(json.dumps(out, ensure_ascii=False, indent=2))
@@ -85,7 +87,7 @@ def cmd_client_update(args: argparse.Namespace) -> int:
     if args.active is not None:
         fields["is_active"] = args.active
     with session_scope() as session:
-        client = client_service.update(session, slug=args.slug, **fields)
+        client = clients.update(session, slug=args.slug, **fields)
         out = _describe(client)
         secret = client.webhook_secret if args.generate_secret else None
     print(json.dumps(out, ensure_ascii=False, indent=2))
@@ -96,7 +98,7 @@ def cmd_client_update(args: argparse.Namespace) -> int:
 
 def cmd_client_list(args: argparse.Namespace) -> int:
     with session_scope() as session:
-        rows = [_describe(c) for c in client_service.list_all(session)]
+        rows = [_describe(c) for c in clients.list_all(session)]
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
@@ -110,7 +112,7 @@ def cmd_client_list(args: argparse.Namespace) -> int:
 
 def cmd_client_show(args: argparse.Namespace) -> int:
     with session_scope() as session:
-        print(json.dumps(_describe(client_service.get_by_slug(session, args.slug)), ensure_ascii=False, indent=2))
+        print(json.dumps(_describe(clients.get_by_slug(session, args.slug)), ensure_ascii=False, indent=2))
     return 0
 
 
@@ -125,7 +127,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "mediaData": None,
     }
     with session_scope() as session:
-        client = client_service.get_by_slug(session, args.client)
+        client = clients.get_by_slug(session, args.client)
         headers = {"X-Webhook-Secret": client.webhook_secret} if client.webhook_secret else {}
     started = time.time()
     try:
@@ -194,20 +196,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with session_scope() as session:
         exists = session.scalar(select(Client.id).where(Client.slug == "demo")) is not None
         if exists:
-            client_service.update(session, slug="demo", **fields)
+            clients.update(session, slug="demo", **fields)
         else:
-            client_service.create(session, slug="demo", **fields)
+            clients.create(session, slug="demo", **fields)
     print("demo client ready: POST /webhook/demo")
     return 0
 
 
 def cmd_intent(args: argparse.Namespace) -> int:
     """Classify a customer message the way the pipeline does."""
-    result = intent_service.classify(args.text) if args.llm else intent_service.classify_heuristic(args.text)
+    result = intent.classify(args.text) if args.llm else intent.classify_heuristic(args.text)
     if args.json:
         print(json.dumps({"intent": result.intent, "confidence": round(result.confidence, 3), "source": result.source}, ensure_ascii=False))
     else:
-        escalate = " (escalate)" if result.intent in intent_service.ESCALATE_INTENTS else ""
+        escalate = " (escalate)" if result.intent in intent.ESCALATE_INTENTS else ""
         print(f"{result.intent}{escalate}  confidence={result.confidence:.2f}  source={result.source}")
     return 0
 
@@ -215,11 +217,11 @@ def cmd_intent(args: argparse.Namespace) -> int:
 def cmd_telegram_check(args: argparse.Namespace) -> int:
     """Can the client's bot create topics and pin cards in its chat?"""
     with session_scope() as session:
-        client = client_service.get_by_slug(session, args.client)
-        bot, chat_id = telegram_service.bot_for(client), telegram_service.chat_for(client)
+        client = clients.get_by_slug(session, args.client)
+        bot, chat_id = telegram.bot_for(client), telegram.chat_for(client)
     try:
-        rows = telegram_service.check_chat(bot, chat_id=chat_id)
-    except telegram_service.TelegramError as exc:
+        rows = telegram.check_chat(bot, chat_id=chat_id)
+    except telegram.TelegramError as exc:
         print(f"FAIL  Telegram refused: {exc.message}")
         return 1
     for check, ok, detail in rows:
@@ -232,11 +234,11 @@ def cmd_telegram_set_webhook(args: argparse.Namespace) -> int:
     """Point the client's bot at this service, with the secret token Telegram will send back."""
     secret = settings.require("telegram_webhook_secret")
     with session_scope() as session:
-        bot = telegram_service.bot_for(client_service.get_by_slug(session, args.client))
+        bot = telegram.bot_for(clients.get_by_slug(session, args.client))
     url = args.url.rstrip("/")
     if not url.endswith("/telegram-webhook"):
         url += "/telegram-webhook"
-    telegram_service.set_webhook(bot, url=url, secret=secret)
+    telegram.set_webhook(bot, url=url, secret=secret)
     print(f"webhook set: {url} (secret token from TELEGRAM_WEBHOOK_SECRET)")
     return 0
 
@@ -283,11 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--chatflow-instance", default="demo")
     demo.set_defaults(func=cmd_demo)
 
-    intent = sub.add_parser("intent", help="classify a customer message")
-    intent.add_argument("text")
-    intent.add_argument("--json", action="store_true")
-    intent.add_argument("--llm", action="store_true", help="also ask the language model about unclear cases")
-    intent.set_defaults(func=cmd_intent)
+    classify = sub.add_parser("intent", help="classify a customer message")
+    classify.add_argument("text")
+    classify.add_argument("--json", action="store_true")
+    classify.add_argument("--llm", action="store_true", help="also ask the language model about unclear cases")
+    classify.set_defaults(func=cmd_intent)
 
     tg = sub.add_parser("telegram", help="check and connect a client's Telegram bot").add_subparsers(dest="action", required=True)
     check = tg.add_parser("check", help="bot rights in the client's chat (topics, pins)")

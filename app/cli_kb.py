@@ -23,7 +23,8 @@ import requests
 
 from app.config import settings
 from app.db import session_scope
-from app.services import client_service, kb_service, qdrant_service
+from app.services import clients
+from app.services.knowledge import kb, qdrant
 from app.utils.errors import ExternalServiceError
 
 _DEFAULT_URL = "http://127.0.0.1:8000"
@@ -63,7 +64,7 @@ def _call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> An
 
 def _local_client_id(slug: str) -> str:
     with session_scope() as session:
-        return str(client_service.get_by_slug(session, slug).id)
+        return str(clients.get_by_slug(session, slug).id)
 
 
 def _run(args: argparse.Namespace, remote: Callable[[], Any], local: Callable[[str], Any]) -> Any:
@@ -72,7 +73,7 @@ def _run(args: argparse.Namespace, remote: Callable[[], Any], local: Callable[[s
         return remote()
     except _Unreachable:
         pass
-    mode = "embedded" if qdrant_service.is_local() else "server"
+    mode = "embedded" if qdrant.is_local() else "server"
     client_id = _local_client_id(args.client)
     try:
         return local(client_id)
@@ -80,7 +81,7 @@ def _run(args: argparse.Namespace, remote: Callable[[], Any], local: Callable[[s
         hint = f" (is another process using {settings.qdrant_path}?)" if mode == "embedded" else ""
         raise _Failed(f"the service is not reachable at {args.url} and the knowledge base could not be opened here: {exc}{hint}") from exc
     finally:
-        qdrant_service.close()  # release the embedded folder now, not in an interpreter-exit finalizer
+        qdrant.close()  # release the embedded folder now, not in an interpreter-exit finalizer
 
 
 def _print_json(data: Any) -> None:
@@ -93,7 +94,7 @@ def _print_json(data: Any) -> None:
 def cmd_ingest(args: argparse.Namespace) -> int:
     documents: list[dict[str, Any]] = []
     failed: dict[str, str] = {}
-    files = kb_service.expand_paths(args.paths)
+    files = kb.expand_paths(args.paths)
     for path, _ in files:
         if not path.is_file():
             failed[str(path)] = "no such file"
@@ -101,8 +102,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     def remote() -> None:
         for path, source in wanted:
-            if kb_service.kind_of(source) is None:
-                failed[str(path)] = f"unsupported file type; supported: {', '.join(kb_service.supported_suffixes())}"
+            if kb.kind_of(source) is None:
+                failed[str(path)] = f"unsupported file type; supported: {', '.join(kb.supported_suffixes())}"
                 continue
             try:
                 answer = _call(args, "POST", "/documents", files={"file": (source, path.read_bytes())}, timeout=_INGEST_TIMEOUT)
@@ -112,7 +113,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             documents.extend(answer["documents"])
 
     def local(client_id: str) -> None:
-        report = kb_service.ingest_paths(client_id=client_id, paths=[path for path, _ in wanted])
+        report = kb.ingest_paths(client_id=client_id, paths=[path for path, _ in wanted])
         documents.extend(
             {"source": result.source, "chunks": result.chunks, "status": result.status, "removed": result.removed}
             for result in report.sources
@@ -145,7 +146,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     def local(client_id: str) -> list[dict[str, Any]]:
         return [
             {"source": info.source, "chunks": info.chunks, "updated_at": info.updated_at.isoformat()}
-            for info in kb_service.list_sources(client_id=client_id)
+            for info in kb.list_sources(client_id=client_id)
         ]
 
     rows: list[dict[str, Any]] = _run(args, lambda: _call(args, "GET", "/documents"), local)
@@ -162,7 +163,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     def local(client_id: str) -> dict[str, Any]:
-        deleted = kb_service.delete_source(client_id=client_id, source=args.source)
+        deleted = kb.delete_source(client_id=client_id, source=args.source)
         if not deleted:
             raise _Failed(f"no document '{args.source}' for client '{args.client}'")
         return {"source": args.source, "deleted": deleted}
@@ -177,7 +178,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     def local(client_id: str) -> list[dict[str, Any]]:
-        hits = kb_service.search(client_id=client_id, query=args.query, limit=args.limit)
+        hits = kb.search(client_id=client_id, query=args.query, limit=args.limit)
         return [{"text": hit.text, "score": hit.score, "source": hit.source, "heading": hit.heading} for hit in hits]
 
     remote = lambda: _call(args, "GET", "/search", params={"q": args.query, "limit": args.limit})  # noqa: E731
@@ -208,8 +209,8 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
 def add_kb_commands(subparsers: Any) -> None:
     """Register `kb ingest|list|delete|search` on the CLI's subparsers."""
-    kb = subparsers.add_parser("kb", help="a client's knowledge base: ingest, list, delete, search")
-    actions = kb.add_subparsers(dest="action", required=True)
+    command = subparsers.add_parser("kb", help="a client's knowledge base: ingest, list, delete, search")
+    actions = command.add_subparsers(dest="action", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--client", required=True, help="the client's slug")
     common.add_argument("--url", default=os.environ.get("TRUFFLES_URL", _DEFAULT_URL), help="the running service (env TRUFFLES_URL)")

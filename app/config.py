@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     embedding_dimensions: int | None = None
     kb_chunk_chars: int = 700
     kb_chunk_overlap_chars: int = 100
-    # Relevance floor for `knowledge_for()` (see kb_service), tuned on the tune split of bench/fixtures/kb for
+    # Relevance floor for `knowledge_for()` (see kb), tuned on the tune split of bench/fixtures/kb for
     # the bundled e5 model (python -m bench.retrieval_bench). Re-tune when EMBEDDING_PROVIDER changes.
     kb_min_score: float = 0.83
     # Embedded Qdrant only: score a tenant's vectors with numpy from an in-process copy (dropped on every

@@ -83,7 +83,13 @@ def execute_once(statement: str, params: Mapping[str, Any]) -> tuple[Any, ...] |
 
 def _wrapped(statement: str, params: Mapping[str, Any], exc: psycopg2.Error, *, invalidated: bool) -> DBAPIError:
     return DBAPIError.instance(
-        statement, dict(params), exc, psycopg2.Error, hide_parameters=True, connection_invalidated=invalidated, dialect=_autocommit_engine.dialect
+        statement,
+        dict(params),
+        exc,
+        psycopg2.Error,
+        hide_parameters=True,
+        connection_invalidated=invalidated,
+        dialect=_autocommit_engine.dialect,
     )
 
 

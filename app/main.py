@@ -17,8 +17,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import worker
 from app.config import settings
 from app.routers import admin, debug, health, metrics, telegram_webhook, webhook
-from app.services import alert_service, buffer_service, qdrant_service
-from app.services.maintenance_service import Maintenance
+from app.services.conversation import scheduling
+from app.services.knowledge import qdrant
+from app.services.operations import alerts
+from app.services.operations.maintenance import Maintenance
 from app.utils.errors import TrufflesError
 from app.utils.logging import setup_logging
 
@@ -28,7 +30,7 @@ logger = logging.getLogger(__name__)
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     setup_logging(settings.log_level, settings.log_format)
-    alert_service.install_error_counter()
+    alerts.install_error_counter()
     # Sync routes run in this thread pool; the DB pool is sized to it plus the workers.
     anyio.to_thread.current_default_thread_limiter().total_tokens = settings.http_threads
     dramatiq_worker = None
@@ -50,12 +52,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             maintenance.stop()
         if dramatiq_worker is not None:
             dramatiq_worker.stop(timeout=10_000)
-        qdrant_service.close()
+        qdrant.close()
         logger.info("app.stopped")
 
 
 class WebhookBacklog:
-    """Count webhook deliveries in progress, so turns can wait while deliveries queue (buffer_service)."""
+    """Count webhook deliveries in progress, so turns can wait while deliveries queue (scheduling)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -64,11 +66,11 @@ class WebhookBacklog:
         if scope["type"] != "http" or not scope.get("path", "").startswith("/webhook/"):
             await self.app(scope, receive, send)
             return
-        buffer_service.count_webhook(1)
+        scheduling.count_webhook(1)
         try:
             await self.app(scope, receive, send)
         finally:
-            buffer_service.count_webhook(-1)
+            scheduling.count_webhook(-1)
 
 
 class BodySizeLimit:

@@ -7,7 +7,7 @@ from dramatiq.brokers.redis import RedisBroker
 from app.config import settings
 
 QUEUE = "default"
-# Conversations whose turn is scheduled, by due time (buffer_service dispatches them onto QUEUE when due)
+# Conversations whose turn is scheduled, by due time (scheduling dispatches them onto QUEUE when due)
 TURNS_DUE_KEY = "turns:due"
 
 broker = RedisBroker(

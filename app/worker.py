@@ -6,25 +6,31 @@ import dramatiq
 
 from app.config import settings
 from app.queue import QUEUE, broker
+from app.services.channels import outbox
+from app.services.conversation import (
+    scheduling,
+    turn,
+)
+from app.services.handover import manager_actions  # noqa: F401
 
-# manager_service registers the outbox handler for managers' replies.
-from app.services import alert_service, buffer_service, manager_service, message_service, outbox_service  # noqa: F401
+# manager_actions registers the outbox handler for managers' replies.
+from app.services.operations import alerts
 from app.utils.logging import setup_logging
 
 setup_logging(settings.log_level, settings.log_format)
-alert_service.install_error_counter()
+alerts.install_error_counter()
 
 __all__ = ["broker", "deliver_outbox", "process_turn"]
 
 # Every worker process dispatches the turns that are due (the webhook only records when they are).
-broker.add_middleware(buffer_service.Dispatcher(prefetch=message_service.prefetch_turn))
+broker.add_middleware(scheduling.Dispatcher(prefetch=turn.prefetch_turn))
 
 
 @dramatiq.actor(actor_name="process_turn", queue_name=QUEUE, max_retries=5, min_backoff=1_000, max_backoff=30_000, time_limit=300_000)
 def process_turn(conversation_id: str) -> None:
-    message_service.process_turn(uuid.UUID(conversation_id))
+    turn.process_turn(uuid.UUID(conversation_id))
 
 
 @dramatiq.actor(actor_name="deliver_outbox", queue_name=QUEUE, max_retries=3, min_backoff=1_000, max_backoff=30_000, time_limit=120_000)
 def deliver_outbox(item_id: str) -> None:
-    outbox_service.deliver(uuid.UUID(item_id))
+    outbox.deliver(uuid.UUID(item_id))

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.services.intent_service import ESCALATE_INTENTS, classify_heuristic
+from app.services.conversation.intent import ESCALATE_INTENTS, classify_heuristic
 
 FIXTURE = Path(__file__).parent / "fixtures" / "intents.jsonl"
 SPLITS = ("dev", "test", "fresh1", "fresh2", "fresh3")

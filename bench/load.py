@@ -167,7 +167,10 @@ async def closed_loop(job: dict[str, Any]) -> dict[str, Any]:
             while time.perf_counter() < stop_at:
                 n = next(counter)
                 body = webhook_body(
-                    message_id=f"{job['run']}-c{part}-{job.get('slice', 0)}-{n}", phone=phone_of(part, n % phones), text=TEXTS[n % 3], timestamp=int(time.time())
+                    message_id=f"{job['run']}-c{part}-{job.get('slice', 0)}-{n}",
+                    phone=phone_of(part, n % phones),
+                    text=TEXTS[n % 3],
+                    timestamp=int(time.time()),
                 )
                 sent = time.perf_counter()
                 status = await _send(conn, path, body)

@@ -2,7 +2,7 @@
 
     python -m bench.retrieval_bench [--json] [--chunks 5000] [--embed-all] [--shape share|dominant|both]
 
-Runs offline on a temporary embedded Qdrant. The fixture is ingested through kb_service (real loaders,
+Runs offline on a temporary embedded Qdrant. The fixture is ingested through kb (real loaders,
 chunking, embeddings). Filler chunks for other tenants (and this one) have real sparse vectors, but
 their dense vectors are real embeddings of a sample of them, jittered: embedding 5 000 chunks takes
 minutes on 2 cores, the time is extrapolated from the sample and reported (--embed-all embeds them all).
@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 
 from app.config import settings
-from app.services import embedding_service, kb_service, qdrant_service
+from app.services.knowledge import embeddings, kb, qdrant
 
 FIXTURE = Path(__file__).parent / "fixtures" / "kb"
 CLIENT = "zhibek"
@@ -50,7 +50,7 @@ def load_questions() -> dict[str, Any]:
     return data
 
 
-def _rank(hits: list[kb_service.KnowledgeHit], expect: list[str]) -> int | None:
+def _rank(hits: list[kb.KnowledgeHit], expect: list[str]) -> int | None:
     return next((index for index, hit in enumerate(hits) if hit.heading in expect), None)
 
 
@@ -59,12 +59,12 @@ def evaluate(threshold: float) -> dict[str, Any]:
     data = load_questions()
     rows = []
     for question in data["questions"]:
-        hits = kb_service.search(client_id=CLIENT, query=question["q"], limit=3)
+        hits = kb.search(client_id=CLIENT, query=question["q"], limit=3)
         rank = _rank(hits, question["expect"])
         rows.append({**question, "rank": rank, "top": hits[0].score if hits else 0.0, "foreign": _foreign(hits)})
     off = []
     for question in data["off_topic"]:
-        hits = kb_service.search(client_id=CLIENT, query=question["q"], limit=3)
+        hits = kb.search(client_id=CLIENT, query=question["q"], limit=3)
         off.append({**question, "top": hits[0].score if hits else 0.0, "heading": hits[0].heading if hits else ""})
 
     def summary(selected: list[dict[str, Any]]) -> dict[str, float]:
@@ -133,7 +133,7 @@ def _share(part: int, whole: int) -> float:
     return round(part / (whole or 1), 3)
 
 
-def _foreign(hits: list[kb_service.KnowledgeHit]) -> int:
+def _foreign(hits: list[kb.KnowledgeHit]) -> int:
     # Filler of other tenants is the only foreign text in the collection; none may ever show up.
     return sum(hit.source.startswith("filler-") and hit.source != f"filler-{CLIENT}.md" for hit in hits)
 
@@ -180,7 +180,7 @@ def filler_texts(count: int, tenant: str, rng: random.Random) -> list[tuple[str,
 def load_filler(total: int, *, own: int, embed_all: bool, seed: int = 7) -> dict[str, Any]:
     """Add `total` filler points: `own` for CLIENT, the rest split over the other tenants."""
     rng = random.Random(seed)
-    embedder = embedding_service.get_embedder()
+    embedder = embeddings.get_embedder()
     own = min(own, total)
     others = (total - own) // len(OTHER_TENANTS)
     tenants = [*OTHER_TENANTS, CLIENT]
@@ -194,7 +194,7 @@ def load_filler(total: int, *, own: int, embed_all: bool, seed: int = 7) -> dict
     started = time.perf_counter()
     heading_sample = np.array([embedder.embed_query(heading) for _, heading, _ in flat[:40]])
     per_heading = (time.perf_counter() - started) / len(heading_sample)
-    line_texts = [kb_service.chunk_lines(kb_service.Chunk(index=0, heading=heading, text=text)) for _, heading, text in flat]
+    line_texts = [kb.chunk_lines(kb.Chunk(index=0, heading=heading, text=text)) for _, heading, text in flat]
     started = time.perf_counter()
     line_sample = np.array(embedder.embed_documents([line for lines in line_texts[:: max(1, len(flat) // 40)][:40] for line in lines]))
     per_line = (time.perf_counter() - started) / len(line_sample)
@@ -219,12 +219,12 @@ def load_filler(total: int, *, own: int, embed_all: bool, seed: int = 7) -> dict
     line_starts = np.cumsum([0, *line_counts])
 
     started = time.perf_counter()
-    sparse = [embedding_service.sparse_document(text) for _, _, text in flat]
+    sparse = [embeddings.sparse_document(text) for _, _, text in flat]
     sparse_seconds = time.perf_counter() - started
 
     points = [
-        qdrant_service.ChunkPoint(
-            id=kb_service.chunk_id(client_id=tenant, source=f"filler-{tenant}.md", index=index),
+        qdrant.ChunkPoint(
+            id=kb.chunk_id(client_id=tenant, source=f"filler-{tenant}.md", index=index),
             dense=dense[index].tolist(),
             heading=headings[index].tolist(),
             lines=all_lines[line_starts[index] : line_starts[index + 1]].tolist(),
@@ -234,7 +234,7 @@ def load_filler(total: int, *, own: int, embed_all: bool, seed: int = 7) -> dict
                 "source": f"filler-{tenant}.md",
                 "heading": heading,
                 "text": text,
-                "terms": sorted(set(embedding_service.tokenize(text))),
+                "terms": sorted(set(embeddings.tokenize(text))),
                 "chunk_index": index,
                 "updated_at": "2026-01-01T00:00:00+00:00",
             },
@@ -243,8 +243,8 @@ def load_filler(total: int, *, own: int, embed_all: bool, seed: int = 7) -> dict
     ]
     started = time.perf_counter()
     for tenant in tenants:
-        _, collection = kb_service._ready(tenant)
-        qdrant_service.upsert(collection=collection, points=[point for point in points if point.payload["client_id"] == tenant])
+        _, collection = kb._ready(tenant)
+        qdrant.upsert(collection=collection, points=[point for point in points if point.payload["client_id"] == tenant])
     upsert_seconds = time.perf_counter() - started
     return {
         "filler_points": len(points),
@@ -262,37 +262,37 @@ def load_filler(total: int, *, own: int, embed_all: bool, seed: int = 7) -> dict
 
 
 def latency(rounds: int, tenant: str = CLIENT) -> dict[str, Any]:
-    """Median and p95 of kb_service.search end to end, of the store query alone and of the query
+    """Median and p95 of kb.search end to end, of the store query alone and of the query
     embedding, for a tenant; plus the one-off cost of building its in-process index."""
     data = load_questions()
     queries = [question["q"] for question in data["questions"] + data["off_topic"]]
-    embedder, collection = kb_service._ready(tenant)
-    qdrant_service._forget_indexes()
+    embedder, collection = kb._ready(tenant)
+    qdrant._forget_indexes()
     started = time.perf_counter()
-    kb_service.search(client_id=tenant, query="прогрев индекса", limit=5)
+    kb.search(client_id=tenant, query="прогрев индекса", limit=5)
     first_search_ms = (time.perf_counter() - started) * 1000
     end_to_end, store_only, embed_only = [], [], []
     for _ in range(rounds):
         for query in queries:
-            kb_service._query_cache.clear()  # a turn's query is embedded once: time that, not a cache hit
+            kb._query_cache.clear()  # a turn's query is embedded once: time that, not a cache hit
             started = time.perf_counter()
-            kb_service.search(client_id=tenant, query=query, limit=5)
+            kb.search(client_id=tenant, query=query, limit=5)
             end_to_end.append((time.perf_counter() - started) * 1000)
     vectors = []
     for query in queries:
         started = time.perf_counter()
-        vectors.append((embedder.embed_query(query), embedding_service.sparse_query(query)))
+        vectors.append((embedder.embed_query(query), embeddings.sparse_query(query)))
         embed_only.append((time.perf_counter() - started) * 1000)
     for _ in range(rounds):
         for dense, sparse in vectors:
             started = time.perf_counter()
-            qdrant_service.hybrid_search(
+            qdrant.hybrid_search(
                 collection=collection,
                 client_id=tenant,
                 dense=dense,
                 sparse=sparse,
-                limit=kb_service._MIN_CANDIDATES,
-                prefetch_limit=kb_service._MIN_PREFETCH,
+                limit=kb._MIN_CANDIDATES,
+                prefetch_limit=kb._MIN_PREFETCH,
             )
             store_only.append((time.perf_counter() - started) * 1000)
 
@@ -317,11 +317,11 @@ def run(*, chunks: int, own: int, embed_all: bool, rounds: int, quality: bool = 
     """The whole benchmark in a temporary embedded Qdrant; returns the results."""
     results: dict[str, Any] = {"embedder": None, "own": own}
     with tempfile.TemporaryDirectory(prefix="kb-bench-") as folder:
-        qdrant_service.configure(path=Path(folder))
+        qdrant.configure(path=Path(folder))
         try:
             rss_before = _rss_mb()
             started = time.perf_counter()
-            embedder = embedding_service.get_embedder()
+            embedder = embeddings.get_embedder()
             results["embedder"] = {
                 "name": embedder.name,
                 "dim": embedder.dim,
@@ -332,7 +332,7 @@ def run(*, chunks: int, own: int, embed_all: bool, rounds: int, quality: bool = 
             embedder.embed_documents(["Прогрев: модель читает свои веса при первом вызове."] * 8)
             results["embedder"]["rss_mb_after_first_use"] = round(_rss_mb(), 1)
             started = time.perf_counter()
-            report = kb_service.ingest_paths(client_id=CLIENT, paths=[FIXTURE / "salon.md", FIXTURE / "faq.yaml"])
+            report = kb.ingest_paths(client_id=CLIENT, paths=[FIXTURE / "salon.md", FIXTURE / "faq.yaml"])
             results["ingest"] = {"chunks": report.chunks, "seconds": round(time.perf_counter() - started, 2)}
             if quality:
                 results["quality"] = evaluate(settings.kb_min_score)
@@ -344,7 +344,7 @@ def run(*, chunks: int, own: int, embed_all: bool, rounds: int, quality: bool = 
             results["latency_other_tenant"] = latency(1, OTHER_TENANTS[0])
             results["rss_mb_end"] = round(_rss_mb(), 1)
         finally:
-            qdrant_service.configure(path=None)
+            qdrant.configure(path=None)
     return results
 
 

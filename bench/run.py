@@ -82,7 +82,7 @@ def turn_wait_s(opts: Options, k: int) -> float:
     """The wait the service's end-of-turn policy gives conversation k's last message; the configured one if unreadable."""
     texts = burst_texts(opts.burst, k)
     try:
-        from app.services.turn_policy import wait_seconds
+        from app.services.conversation.end_of_turn import wait_seconds
 
         return float(wait_seconds(message_type="text", text=texts[-1], base_wait=opts.buffer_wait_s, previous_texts=texts[:-1]))
     except Exception:  # the policy moved or changed shape: fall back to the configured wait (reported as such)
@@ -466,7 +466,7 @@ class Bench:
                 overheads.append((latency - wait - opts.llm_latency_ms / 1000) * 1000)
         per_conversation = Counter(len(sends.get(phone, [])) for phone in result["last_sent"])
         chat_bodies = self.openai.chat_requests()
-        # ai_service puts retrieved knowledge in the system message under this heading.
+        # assistant puts retrieved knowledge in the system message under this heading.
         grounded = sum(1 for body in chat_bodies if "Справочные материалы" in str(body["messages"][0].get("content", "")))
         summary = {
             "conversations": conversations,
@@ -532,7 +532,9 @@ class Bench:
             ("floor", "bench.floor:app", self.env()), ("service", "app.main:app", self.env(WORKER_MODE="off", **opts.service_env))
         )
         results["floor_closed"], results["service_closed"] = self.closed_pair(floor, service, prof="profile-ack" if opts.profile else None)
-        log(f"  closed loop: floor {results['floor_closed']['requests_per_s']} req/s, service {results['service_closed']['requests_per_s']} req/s")
+        log(
+            f"  closed loop: floor {results['floor_closed']['requests_per_s']} req/s, service {results['service_closed']['requests_per_s']} req/s"
+        )
         results["floor_open"] = self.open(floor, part=3)
         results["service_open"] = self.open(service, part=4)
         log(f"  p99 at {opts.rate:.0f} req/s: floor {results['floor_open']['latency_ms']['p99']} ms, "
@@ -696,7 +698,13 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     )
     # Not a target: a burst beyond the worker's capacity (threads / LLM latency turns per second) queues, and
     # its "overhead" is that queueing. Reported so the queueing is visible.
-    rows.append({"target": f"latency beyond wait + LLM p95 (burst, {burst['conversations']} conversations: queueing)", "value": burst["overhead_ms"]["p95"], "ok": None})
+    rows.append(
+        {
+            "target": f"latency beyond wait + LLM p95 (burst, {burst['conversations']} conversations: queueing)",
+            "value": burst["overhead_ms"]["p95"],
+            "ok": None,
+        }
+    )
     for key in ("e2e_light", "e2e"):
         e2e = results[key]
         once = e2e["answered_once"] == e2e["conversations"] and e2e["sends"] == e2e["conversations"]

@@ -127,7 +127,9 @@ from app.main import app  # noqa: E402
 from app.models import Base  # noqa: E402
 from app.queue import broker  # noqa: E402
 from app.redis_client import redis_client  # noqa: E402
-from app.services import client_service, message_service, qdrant_service  # noqa: E402
+from app.services import clients  # noqa: E402
+from app.services.conversation import turn  # noqa: E402
+from app.services.knowledge import qdrant  # noqa: E402
 from fakes.chatflow import FakeChatFlow  # noqa: E402
 from fakes.elevenlabs import FakeElevenLabs  # noqa: E402
 from fakes.openai_api import FakeOpenAI  # noqa: E402
@@ -141,7 +143,7 @@ _TABLES = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
 def _session_resources() -> Iterator[None]:
     """Release this session's database and Redis database when it ends."""
     yield
-    qdrant_service.close()
+    qdrant.close()
     shutil.rmtree(os.environ["QDRANT_PATH"], ignore_errors=True)
     db.dispose()
     _drop_database()
@@ -171,8 +173,8 @@ def _clean_state() -> Iterator[None]:
                 raise
             time.sleep(0.1)
     redis_client.flushdb()
-    client_service.clear_cache()
-    message_service.clear_cache()
+    clients.clear_cache()
+    turn.clear_cache()
     yield
 
 
@@ -269,7 +271,7 @@ def make_client() -> Callable[..., Any]:
         fields.setdefault("chatflow_token", f"cf-token-{slug}")
         fields.setdefault("chatflow_instance_id", f"inst-{slug}")
         with session_scope() as session:
-            return client_service.create(session, slug=slug, **fields)
+            return clients.create(session, slug=slug, **fields)
 
     return create
 

@@ -13,7 +13,8 @@ from sqlalchemy import func, select, update
 
 from app.db import session_scope
 from app.models import Conversation, Handover, HandoverEvent, Message, OutboxItem
-from app.services import escalation_service, replies
+from app.services import replies
+from app.services.handover import lifecycle
 from fakes.telegram import make_callback_update, make_message_update, make_user
 from tests.conftest import TELEGRAM_SECRET
 from tests.helpers import chatflow_payload, wait_until
@@ -346,18 +347,18 @@ def test_reminders_then_auto_close_count_from_the_last_activity(api, make_client
             session.execute(update(Handover).values(last_activity_at=func.now() - timedelta(minutes=minutes)))
 
     idle(29)
-    assert escalation_service.check_pending() == 0
+    assert lifecycle.check_pending() == 0
     idle(31)
-    assert escalation_service.check_pending() == 1
-    assert escalation_service.check_pending() == 0  # reminded once
+    assert lifecycle.check_pending() == 1
+    assert lifecycle.check_pending() == 0  # reminded once
     idle(61)
-    assert escalation_service.check_pending() == 1
+    assert lifecycle.check_pending() == 1
     _deliver_all()
     texts = [m.text for m in telegram.messages(CHAT, topic)]
     assert any(t.startswith("⏰") for t in texts) and any("Срочно" in t and "@salon_owner" in t for t in texts)
 
     idle(121)
-    assert escalation_service.check_pending() == 1
+    assert lifecycle.check_pending() == 1
     _deliver_all()
     assert handover().status == "timeout"
     assert replies.HANDOVER_TIMEOUT in chatflow.sent_texts(PHONE)
@@ -371,12 +372,12 @@ def _outbox_settled() -> bool:
 
 
 def _deliver_all() -> None:
-    from app.services import outbox_service
+    from app.services.channels import outbox
 
     with session_scope() as session:
         ids = list(session.scalars(select(OutboxItem.id).where(OutboxItem.status == "pending").order_by(OutboxItem.created_at)))
     for item_id in ids:
-        outbox_service.deliver(item_id)
+        outbox.deliver(item_id)
 
 
 def test_cli_telegram_check_and_set_webhook(salon, telegram, capsys):

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from app.db import session_scope
 from app.models import Client
-from app.services import client_service
+from app.services import clients
 from fakes.telegram import make_callback_update, make_message_update
 from tests.conftest import TELEGRAM_SECRET
 from tests.helpers import chatflow_payload
@@ -30,7 +30,7 @@ json_values = st.recursive(
 def _ensure_client() -> None:
     with session_scope() as session:
         if session.scalar(select(Client.id).where(Client.slug == "fuzz")) is None:
-            client_service.create(session, slug="fuzz", name="Fuzz", telegram_chat_id=-100555, telegram_bot_token="100003:fuzz")
+            clients.create(session, slug="fuzz", name="Fuzz", telegram_chat_id=-100555, telegram_bot_token="100003:fuzz")
 
 
 def _mutate(base: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from app.services.intent_service import ESCALATE_INTENTS, IntentResult, classify_heuristic, is_unclear, normalise
+from app.services.conversation.intent import ESCALATE_INTENTS, IntentResult, classify_heuristic, is_unclear, normalise
 from bench.intent_bench import evaluate, load_fixture, select
 
 CASES = [

@@ -23,7 +23,7 @@ import yaml
 from pydantic import SecretStr
 
 from app.config import settings
-from app.services import embedding_service, kb_service, qdrant_service
+from app.services.knowledge import embeddings, kb, qdrant
 from app.utils.errors import ExternalServiceError
 
 FIXTURE = Path(__file__).resolve().parent.parent / "bench" / "fixtures" / "kb"
@@ -42,11 +42,11 @@ DELIVERY_MD = """# Магазин «Тест»
 
 
 @pytest.fixture
-def kb(tmp_path: Path) -> Iterator[None]:
+def empty_kb(tmp_path: Path) -> Iterator[None]:
     """An empty embedded Qdrant in this test's temporary folder."""
-    qdrant_service.configure(path=tmp_path / "qdrant")
+    qdrant.configure(path=tmp_path / "qdrant")
     yield
-    qdrant_service.configure(path=None)
+    qdrant.configure(path=None)
 
 
 def _write(path: Path, text: str) -> Path:
@@ -55,15 +55,15 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _headings(client_id: str, query: str, limit: int = 3) -> list[str]:
-    return [hit.heading for hit in kb_service.search(client_id=client_id, query=query, limit=limit)]
+    return [hit.heading for hit in kb.search(client_id=client_id, query=query, limit=limit)]
 
 
 # --- loaders and chunking (no Qdrant) -------------------------------------------------------------
 
 
 def test_markdown_chunks_start_with_their_heading_path() -> None:
-    sections = kb_service.parse_document(DELIVERY_MD, "markdown")
-    chunks = kb_service.chunk_sections(sections, target_chars=700, overlap_chars=100)
+    sections = kb.parse_document(DELIVERY_MD, "markdown")
+    chunks = kb.chunk_sections(sections, target_chars=700, overlap_chars=100)
 
     assert [chunk.heading for chunk in chunks] == ["Доставка", "Доставка > Стоимость", "Возврат"]
     assert chunks[1].text.startswith("Доставка > Стоимость\n")
@@ -73,8 +73,8 @@ def test_markdown_chunks_start_with_their_heading_path() -> None:
 
 def test_long_section_is_split_by_sentences_with_overlap() -> None:
     sentences = [f"Правило номер {index} гласит, что клиент всегда получает ответ за {index} минут." for index in range(30)]
-    sections = kb_service.parse_document("## Правила\n" + " ".join(sentences), "markdown")
-    chunks = kb_service.chunk_sections(sections, target_chars=400, overlap_chars=120)
+    sections = kb.parse_document("## Правила\n" + " ".join(sentences), "markdown")
+    chunks = kb.chunk_sections(sections, target_chars=400, overlap_chars=120)
 
     assert len(chunks) > 3
     assert all(chunk.text.startswith("Правила\n") and len(chunk.text) <= 420 for chunk in chunks)
@@ -85,27 +85,27 @@ def test_long_section_is_split_by_sentences_with_overlap() -> None:
 
 
 def test_faq_accepts_question_answer_lists_and_mappings() -> None:
-    listed = kb_service.parse_document(yaml.safe_dump([{"q": "Есть парковка?", "a": "Да, бесплатная."}]), "faq")
-    mapped = kb_service.parse_document(json.dumps({"Оплата": {"Принимаете Kaspi?": "Да, Kaspi QR."}}), "faq")
+    listed = kb.parse_document(yaml.safe_dump([{"q": "Есть парковка?", "a": "Да, бесплатная."}]), "faq")
+    mapped = kb.parse_document(json.dumps({"Оплата": {"Принимаете Kaspi?": "Да, Kaspi QR."}}), "faq")
 
     assert [(section.heading, section.body) for section in listed] == [("Есть парковка?", "Да, бесплатная.")]
     assert [(section.heading, section.body) for section in mapped] == [("Оплата > Принимаете Kaspi?", "Да, Kaspi QR.")]
     with pytest.raises(ValueError):
-        kb_service.parse_document(yaml.safe_dump([{"title": "no answer here"}]), "faq")
+        kb.parse_document(yaml.safe_dump([{"title": "no answer here"}]), "faq")
 
 
 def test_kazakh_and_transliterated_words_share_terms_with_russian() -> None:
     def shared(left: str, right: str) -> set[str]:
-        return set(embedding_service.tokenize(left)) & set(embedding_service.tokenize(right))
+        return set(embeddings.tokenize(left)) & set(embeddings.tokenize(right))
 
     assert shared("Жеңілдіктер бар ма?", "скидки для студентов")
     assert shared("жеткізу", "доставка")
     assert shared("skolko stoit manikur", "маникюр")
-    assert shared("канша", "қанша") == set() and embedding_service.tokenize("канша") == []  # stopword either way
+    assert shared("канша", "қанша") == set() and embeddings.tokenize("канша") == []  # stopword either way
     # stable across processes: a salted hash() would differ from run to run
-    assert embedding_service.sparse_query("цена")[0] == embedding_service.sparse_query("цены")[0]
-    assert embedding_service.sparse_query("цена")[0] == [embedding_service._token_index("цен")]
-    assert embedding_service._token_index("цен") == 248488269
+    assert embeddings.sparse_query("цена")[0] == embeddings.sparse_query("цены")[0]
+    assert embeddings.sparse_query("цена")[0] == [embeddings._token_index("цен")]
+    assert embeddings._token_index("цен") == 248488269
 
 
 # --- ingestion lifecycle -------------------------------------------------------------------------
@@ -146,7 +146,7 @@ def _pdf(path: Path, text: str) -> Path:
     return path
 
 
-def test_ingest_every_format_and_find_its_content(kb: None, tmp_path: Path) -> None:
+def test_ingest_every_format_and_find_its_content(empty_kb: None, tmp_path: Path) -> None:
     files = [
         _write(tmp_path / "delivery.md", DELIVERY_MD),
         _write(tmp_path / "notes.txt", "Салон закрыт на санитарный день каждый последний понедельник месяца."),
@@ -169,10 +169,10 @@ def test_ingest_every_format_and_find_its_content(kb: None, tmp_path: Path) -> N
     if pypdf_available:
         files.append(_pdf(tmp_path / "menu.pdf", "Warranty claims are accepted within 30 days"))
 
-    report = kb_service.ingest_paths(client_id="shop", paths=files)
+    report = kb.ingest_paths(client_id="shop", paths=files)
 
     assert list(report.failed) == [str(tmp_path / "image.png")]
-    stored = {info.source: info.chunks for info in kb_service.list_sources(client_id="shop")}
+    stored = {info.source: info.chunks for info in kb.list_sources(client_id="shop")}
     expected = {"delivery.md": 3, "notes.txt": 1, "faq.yaml": 1, "faq.json": 1, "rules.docx": 1}
     if pypdf_available:
         expected["menu.pdf"] = 1
@@ -181,73 +181,73 @@ def test_ingest_every_format_and_find_its_content(kb: None, tmp_path: Path) -> N
     assert _headings("shop", "где поставить машину?", 1) == ["Есть ли парковка?"]
     assert _headings("shop", "можно оплатить через каспи", 1) == ["Оплата > Принимаете Kaspi?"]
     assert _headings("shop", "гарантия на маникюр", 1) == ["Гарантия"]
-    top = kb_service.search(client_id="shop", query="санитарный день", limit=1)[0]
+    top = kb.search(client_id="shop", query="санитарный день", limit=1)[0]
     assert (top.source, top.heading) == ("notes.txt", "")
     if pypdf_available:
-        assert kb_service.search(client_id="shop", query="warranty claims", limit=1)[0].source == "menu.pdf"
+        assert kb.search(client_id="shop", query="warranty claims", limit=1)[0].source == "menu.pdf"
 
 
-def test_reingesting_a_changed_file_replaces_its_chunks(kb: None, tmp_path: Path) -> None:
+def test_reingesting_a_changed_file_replaces_its_chunks(empty_kb: None, tmp_path: Path) -> None:
     path = _write(tmp_path / "delivery.md", DELIVERY_MD)
-    first = kb_service.ingest_paths(client_id="shop", paths=[path])
-    again = kb_service.ingest_paths(client_id="shop", paths=[path])
+    first = kb.ingest_paths(client_id="shop", paths=[path])
+    again = kb.ingest_paths(client_id="shop", paths=[path])
     _write(path, DELIVERY_MD.replace("1 500 тенге", "2 700 тенге"))
-    changed = kb_service.ingest_paths(client_id="shop", paths=[path])
+    changed = kb.ingest_paths(client_id="shop", paths=[path])
 
     assert [result.status for result in (first.sources[0], again.sources[0], changed.sources[0])] == [
         "added",
         "unchanged",
         "replaced",
     ]
-    assert kb_service.list_sources(client_id="shop")[0].chunks == 3
-    texts = " ".join(hit.text for hit in kb_service.search(client_id="shop", query="стоимость доставки", limit=5))
+    assert kb.list_sources(client_id="shop")[0].chunks == 3
+    texts = " ".join(hit.text for hit in kb.search(client_id="shop", query="стоимость доставки", limit=5))
     assert "2 700 тенге" in texts and "1 500 тенге" not in texts
 
     _write(path, "## Доставка\nТолько самовывоз.")
-    shrunk = kb_service.ingest_paths(client_id="shop", paths=[path])
+    shrunk = kb.ingest_paths(client_id="shop", paths=[path])
     assert (shrunk.sources[0].chunks, shrunk.sources[0].removed) == (1, 2)
-    assert [hit.text for hit in kb_service.search(client_id="shop", query="возврат товара", limit=5)] == ["Доставка\nТолько самовывоз."]
+    assert [hit.text for hit in kb.search(client_id="shop", query="возврат товара", limit=5)] == ["Доставка\nТолько самовывоз."]
 
 
-def test_list_and_delete_sources_and_clients(kb: None) -> None:
-    kb_service.ingest_text(client_id="shop", source="delivery.md", text=DELIVERY_MD, kind="markdown")
-    kb_service.ingest_text(client_id="shop", source="notes.txt", text="Работаем без выходных.", kind="text")
-    kb_service.ingest_text(client_id="cafe", source="menu.txt", text="Кофе 900 тенге.", kind="text")
+def test_list_and_delete_sources_and_clients(empty_kb: None) -> None:
+    kb.ingest_text(client_id="shop", source="delivery.md", text=DELIVERY_MD, kind="markdown")
+    kb.ingest_text(client_id="shop", source="notes.txt", text="Работаем без выходных.", kind="text")
+    kb.ingest_text(client_id="cafe", source="menu.txt", text="Кофе 900 тенге.", kind="text")
 
-    sources = kb_service.list_sources(client_id="shop")
+    sources = kb.list_sources(client_id="shop")
     assert [(info.source, info.chunks) for info in sources] == [("delivery.md", 3), ("notes.txt", 1)]
     assert all(info.updated_at.tzinfo is not None for info in sources)
 
-    assert kb_service.delete_source(client_id="shop", source="delivery.md") == 3
-    assert kb_service.delete_source(client_id="shop", source="delivery.md") == 0
-    assert [info.source for info in kb_service.list_sources(client_id="shop")] == ["notes.txt"]
+    assert kb.delete_source(client_id="shop", source="delivery.md") == 3
+    assert kb.delete_source(client_id="shop", source="delivery.md") == 0
+    assert [info.source for info in kb.list_sources(client_id="shop")] == ["notes.txt"]
     assert _headings("shop", "стоимость доставки") == [""]  # only notes.txt is left
 
-    assert kb_service.delete_client(client_id="shop") == 1
-    assert kb_service.list_sources(client_id="shop") == []
-    assert [info.source for info in kb_service.list_sources(client_id="cafe")] == ["menu.txt"]
+    assert kb.delete_client(client_id="shop") == 1
+    assert kb.list_sources(client_id="shop") == []
+    assert [info.source for info in kb.list_sources(client_id="cafe")] == ["menu.txt"]
 
 
-def test_a_client_never_sees_another_clients_chunks(kb: None) -> None:
+def test_a_client_never_sees_another_clients_chunks(empty_kb: None) -> None:
     secret = "Пароль от сейфа клиники: синий кит 4471, код доступа в серверную 9090."
-    kb_service.ingest_text(client_id="clinic", source="internal.txt", text=secret, kind="text")
-    kb_service.ingest_text(client_id="salon", source="faq.md", text=DELIVERY_MD, kind="markdown")
+    kb.ingest_text(client_id="clinic", source="internal.txt", text=secret, kind="text")
+    kb.ingest_text(client_id="salon", source="faq.md", text=DELIVERY_MD, kind="markdown")
 
     for query in (secret, "пароль от сейфа", "синий кит 4471"):
-        hits = kb_service.search(client_id="salon", query=query, limit=10)
+        hits = kb.search(client_id="salon", query=query, limit=10)
         assert hits, "the salon's own chunks are still returned"
         assert all(hit.source == "faq.md" and "4471" not in hit.text for hit in hits)
-        assert kb_service.relevant(client_id="salon", query=query, limit=10) == []
-    assert kb_service.search(client_id="clinic", query="синий кит 4471", limit=1)[0].source == "internal.txt"
-    assert kb_service.search(client_id="nobody", query=secret) == []
+        assert kb.relevant(client_id="salon", query=query, limit=10) == []
+    assert kb.search(client_id="clinic", query="синий кит 4471", limit=1)[0].source == "internal.txt"
+    assert kb.search(client_id="nobody", query=secret) == []
 
 
-def test_searching_without_a_client_is_impossible(kb: None) -> None:
+def test_searching_without_a_client_is_impossible(empty_kb: None) -> None:
     for client_id in ("", "   "):
         with pytest.raises(ValueError):
-            kb_service.search(client_id=client_id, query="доставка")
+            kb.search(client_id=client_id, query="доставка")
         with pytest.raises(ValueError):
-            qdrant_service.hybrid_search(
+            qdrant.hybrid_search(
                 collection="knowledge", client_id=client_id, dense=[0.1] * 384, sparse=([1], [1.0]), limit=3, prefetch_limit=5
             )
 
@@ -259,20 +259,20 @@ def test_searching_without_a_client_is_impossible(kb: None) -> None:
 def _salon_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fixture's knowledge ingested once for the module (the tests below only read it)."""
     folder = tmp_path_factory.mktemp("salon") / "qdrant"
-    qdrant_service.configure(path=folder)
+    qdrant.configure(path=folder)
     try:
-        report = kb_service.ingest_paths(client_id="zhibek", paths=[FIXTURE / "salon.md", FIXTURE / "faq.yaml"])
+        report = kb.ingest_paths(client_id="zhibek", paths=[FIXTURE / "salon.md", FIXTURE / "faq.yaml"])
     finally:
-        qdrant_service.configure(path=None)
+        qdrant.configure(path=None)
     assert not report.failed
     return folder
 
 
 @pytest.fixture
 def salon_kb(_salon_store: Path) -> Iterator[None]:
-    qdrant_service.configure(path=_salon_store)
+    qdrant.configure(path=_salon_store)
     yield
-    qdrant_service.configure(path=None)
+    qdrant.configure(path=None)
 
 
 def test_fixture_retrieval_quality_does_not_regress(salon_kb: None) -> None:
@@ -290,28 +290,28 @@ def test_fixture_retrieval_quality_does_not_regress(salon_kb: None) -> None:
 
 def test_threshold_keeps_answers_and_drops_off_topic(salon_kb: None) -> None:
     data = yaml.safe_load((FIXTURE / "questions.yaml").read_text(encoding="utf-8"))
-    rejected = [q["q"] for q in data["off_topic"] if not kb_service.relevant(client_id="zhibek", query=q["q"], limit=3)]
-    assert kb_service.relevant(client_id="zhibek", query="рецепт бешбармака", limit=3) == []
+    rejected = [q["q"] for q in data["off_topic"] if not kb.relevant(client_id="zhibek", query=q["q"], limit=3)]
+    assert kb.relevant(client_id="zhibek", query="рецепт бешбармака", limit=3) == []
     assert len(rejected) >= 0.75 * len(data["off_topic"]), rejected
 
-    kept = kb_service.knowledge_for(client_id="zhibek", query="сколько стоит маникюр с покрытием?", limit=3)
+    kept = kb.knowledge_for(client_id="zhibek", query="сколько стоит маникюр с покрытием?", limit=3)
     assert kept and kept[0].heading == "Цены > Маникюр и педикюр"
     assert all(hit.score >= settings.kb_min_score for hit in kept)
 
 
 def test_best_passage_answers_only_confident_matches(salon_kb: None) -> None:
-    passage = kb_service.best_passage(client_id="zhibek", query="сколько стоит маникюр с покрытием гель-лаком?")
+    passage = kb.best_passage(client_id="zhibek", query="сколько стоит маникюр с покрытием гель-лаком?")
     assert passage is not None and "8 000 тг" in passage.text
     assert passage.score >= settings.kb_offline_min_score > settings.kb_min_score
     for off_topic in ("рецепт бешбармака", "курс доллара на сегодня", "посоветуй сериал на вечер"):
-        assert kb_service.best_passage(client_id="zhibek", query=off_topic) is None
-    assert kb_service.best_passage(client_id="somebody-else", query="сколько стоит маникюр с покрытием гель-лаком?") is None
+        assert kb.best_passage(client_id="zhibek", query=off_topic) is None
+    assert kb.best_passage(client_id="somebody-else", query="сколько стоит маникюр с покрытием гель-лаком?") is None
 
 
 def test_a_very_long_query_is_searched_by_its_tail_and_quickly(salon_kb: None) -> None:
     burst = "Здравствуйте, у меня к вам длинная история про мою подругу и её день рождения. " * 250
     started = time.monotonic()
-    hits = kb_service.search(client_id="zhibek", query=burst + "Короче, сколько стоит маникюр с покрытием гель-лаком?", limit=1)
+    hits = kb.search(client_id="zhibek", query=burst + "Короче, сколько стоит маникюр с покрытием гель-лаком?", limit=1)
     assert time.monotonic() - started < 5  # the whole 20 000 characters took 8 s to embed
     assert hits[0].heading == "Цены > Маникюр и педикюр"
 
@@ -321,56 +321,56 @@ def test_in_process_index_ranks_exactly_like_qdrant(salon_kb: None, monkeypatch:
 
     def ranking(cached: bool) -> list[list[tuple[str, float]]]:
         monkeypatch.setattr(settings, "kb_search_cache", cached)
-        return [[(hit.chunk_id, hit.score) for hit in kb_service.search(client_id="zhibek", query=q["q"], limit=5)] for q in questions]
+        return [[(hit.chunk_id, hit.score) for hit in kb.search(client_id="zhibek", query=q["q"], limit=5)] for q in questions]
 
     through_qdrant = ranking(cached=False)
-    assert qdrant_service.cached_tenants() == 0
+    assert qdrant.cached_tenants() == 0
     in_process = ranking(cached=True)
-    assert qdrant_service.cached_tenants() == 1
+    assert qdrant.cached_tenants() == 1
 
     assert [[chunk for chunk, _ in hits] for hits in in_process] == [[chunk for chunk, _ in hits] for hits in through_qdrant]
     for ours, theirs in zip(in_process, through_qdrant, strict=True):
         assert [score for _, score in ours] == pytest.approx([score for _, score in theirs], abs=1e-3)
 
 
-def test_a_shared_collection_is_still_filtered_by_tenant(kb: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_shared_collection_is_still_filtered_by_tenant(empty_kb: None, monkeypatch: pytest.MonkeyPatch) -> None:
     # A Qdrant server keeps every tenant in one collection: both search paths must filter on client_id.
-    embedder = embedding_service.get_embedder()
-    qdrant_service.ensure_collection(collection="shared", dense_dim=embedder.dim)
+    embedder = embeddings.get_embedder()
+    qdrant.ensure_collection(collection="shared", dense_dim=embedder.dim)
     texts = {"clinic": "Пароль от сейфа клиники: синий кит 4471.", "salon": "Маникюр с покрытием стоит 8 000 тенге."}
     points = []
     for client_id, text in texts.items():
         vector = embedder.embed_documents([text])[0]
         points.append(
-            qdrant_service.ChunkPoint(
-                id=kb_service.chunk_id(client_id=client_id, source="doc.txt", index=0),
+            qdrant.ChunkPoint(
+                id=kb.chunk_id(client_id=client_id, source="doc.txt", index=0),
                 dense=vector,
                 heading=vector,
                 lines=[vector],
-                sparse=embedding_service.sparse_document(text),
+                sparse=embeddings.sparse_document(text),
                 payload={"client_id": client_id, "source": "doc.txt", "text": text},
             )
         )
-    qdrant_service.upsert(collection="shared", points=points)
+    qdrant.upsert(collection="shared", points=points)
     query = embedder.embed_query(texts["clinic"])
-    sparse = embedding_service.sparse_query(texts["clinic"])
+    sparse = embeddings.sparse_query(texts["clinic"])
     for cached in (True, False):
         monkeypatch.setattr(settings, "kb_search_cache", cached)
-        hits = qdrant_service.hybrid_search(collection="shared", client_id="salon", dense=query, sparse=sparse, limit=10, prefetch_limit=10)
+        hits = qdrant.hybrid_search(collection="shared", client_id="salon", dense=query, sparse=sparse, limit=10, prefetch_limit=10)
         assert [hit.payload["client_id"] for hit in hits] == ["salon"]
-        own = qdrant_service.hybrid_search(collection="shared", client_id="clinic", dense=query, sparse=sparse, limit=10, prefetch_limit=10)
+        own = qdrant.hybrid_search(collection="shared", client_id="clinic", dense=query, sparse=sparse, limit=10, prefetch_limit=10)
         assert [hit.payload["text"] for hit in own] == [texts["clinic"]]
 
 
-def test_the_in_process_index_follows_every_write(kb: None) -> None:
-    kb_service.ingest_text(client_id="shop", source="notes.txt", text="Самовывоз бесплатный.", kind="text")
-    assert "Самовывоз" in kb_service.search(client_id="shop", query="самовывоз", limit=1)[0].text
-    assert qdrant_service.cached_tenants() == 1
+def test_the_in_process_index_follows_every_write(empty_kb: None) -> None:
+    kb.ingest_text(client_id="shop", source="notes.txt", text="Самовывоз бесплатный.", kind="text")
+    assert "Самовывоз" in kb.search(client_id="shop", query="самовывоз", limit=1)[0].text
+    assert qdrant.cached_tenants() == 1
 
-    kb_service.ingest_text(client_id="shop", source="notes.txt", text="Доставка курьером 1 500 тенге.", kind="text")
-    assert [hit.text for hit in kb_service.search(client_id="shop", query="самовывоз", limit=5)] == ["Доставка курьером 1 500 тенге."]
-    kb_service.delete_source(client_id="shop", source="notes.txt")
-    assert kb_service.search(client_id="shop", query="доставка", limit=5) == []
+    kb.ingest_text(client_id="shop", source="notes.txt", text="Доставка курьером 1 500 тенге.", kind="text")
+    assert [hit.text for hit in kb.search(client_id="shop", query="самовывоз", limit=5)] == ["Доставка курьером 1 500 тенге."]
+    kb.delete_source(client_id="shop", source="notes.txt")
+    assert kb.search(client_id="shop", query="доставка", limit=5) == []
 
 
 # --- failure modes ----------------------------------------------------------------------------------
@@ -385,18 +385,18 @@ def _free_port() -> int:
 def test_unreachable_qdrant_server_fails_fast_with_a_logged_error(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    embedding_service.get_embedder()  # loaded before timing: only Qdrant is measured
+    embeddings.get_embedder()  # loaded before timing: only Qdrant is measured
     monkeypatch.setattr(settings, "qdrant_url", f"http://127.0.0.1:{_free_port()}")
     monkeypatch.setattr(settings, "qdrant_timeout_seconds", 2.0)
-    qdrant_service.configure(path=None)
+    qdrant.configure(path=None)
     try:
-        assert qdrant_service.ping() is False
+        assert qdrant.ping() is False
         started = time.monotonic()
         with caplog.at_level(logging.ERROR), pytest.raises(ExternalServiceError) as raised:
-            kb_service.knowledge_for(client_id="zhibek", query="доставка")
+            kb.knowledge_for(client_id="zhibek", query="доставка")
         elapsed = time.monotonic() - started
     finally:
-        qdrant_service.close()
+        qdrant.close()
 
     assert raised.value.service == "qdrant" and raised.value.retryable
     assert elapsed < 5, elapsed
@@ -404,8 +404,8 @@ def test_unreachable_qdrant_server_fails_fast_with_a_logged_error(
     assert failures and getattr(failures[-1], "service", None) == "qdrant"
 
 
-def test_embedded_store_reports_healthy(kb: None) -> None:
-    assert qdrant_service.ping() is True
+def test_embedded_store_reports_healthy(empty_kb: None) -> None:
+    assert qdrant.ping() is True
 
 
 # --- OpenAI embeddings against a local fake of the API ----------------------------------------------
@@ -465,7 +465,7 @@ def fake_openai(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_FakeEmbedding
 
 
 def test_openai_embedder_talks_to_the_api_and_retries(fake_openai: type[_FakeEmbeddings]) -> None:
-    embedder = embedding_service.OpenAIEmbedder()
+    embedder = embeddings.OpenAIEmbedder()
     fake_openai.failures_left = 1
 
     vectors = embedder.embed_documents(["a", "bbb"])
@@ -480,7 +480,7 @@ def test_openai_embedder_talks_to_the_api_and_retries(fake_openai: type[_FakeEmb
 
 
 def test_openai_embedder_gives_up_with_external_service_error(fake_openai: type[_FakeEmbeddings]) -> None:
-    embedder = embedding_service.OpenAIEmbedder()
+    embedder = embeddings.OpenAIEmbedder()
     fake_openai.failures_left = 10
 
     with pytest.raises(ExternalServiceError) as raised:

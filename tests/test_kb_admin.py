@@ -16,7 +16,8 @@ from pydantic import SecretStr
 from app import cli, cli_kb
 from app.config import settings
 from app.db import session_scope
-from app.services import client_service, kb_service, qdrant_service
+from app.services import clients
+from app.services.knowledge import kb, qdrant
 from tests.test_kb import DELIVERY_MD, _docx, _pdf
 
 TOKEN = "test-admin-token"
@@ -27,9 +28,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 def admin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """ADMIN_TOKEN set, and an empty embedded knowledge base of this test's own."""
     monkeypatch.setattr(settings, "admin_token", SecretStr(TOKEN))
-    qdrant_service.configure(path=tmp_path / "qdrant")
+    qdrant.configure(path=tmp_path / "qdrant")
     yield
-    qdrant_service.configure(path=None)
+    qdrant.configure(path=None)
 
 
 def _documents(api: TestClient, slug: str) -> dict[str, int]:
@@ -193,11 +194,11 @@ def test_unreachable_qdrant_answers_503(
         port = probe.getsockname()[1]
     monkeypatch.setattr(settings, "qdrant_url", f"http://127.0.0.1:{port}")
     monkeypatch.setattr(settings, "qdrant_retries", 1)
-    qdrant_service.configure(path=None)
+    qdrant.configure(path=None)
     try:
         response = api.get("/admin/clients/salon/kb/search", params={"q": "доставка"}, headers=AUTH)
     finally:
-        qdrant_service.close()
+        qdrant.close()
     assert response.status_code == 503
     assert "knowledge base unavailable" in response.json()["detail"]
 
@@ -229,7 +230,7 @@ def test_cli_ingests_lists_searches_and_deletes_through_the_service(
     code, out, err = _cli(capsys, "kb", "ingest", *target, str(folder), str(extra))
     assert code == 0, err
     assert "added     delivery.md  (3 chunks)" in out and "faq/parking.yaml" in out and "3 document(s), 5 chunks; 0 failed" in out
-    assert kb_service.list_sources(client_id=str(_client_id("salon")))  # stored by the service, in its store
+    assert kb.list_sources(client_id=str(_client_id("salon")))  # stored by the service, in its store
 
     code, out, _ = _cli(capsys, "kb", "list", *target, "--json")
     assert code == 0
@@ -305,4 +306,4 @@ def test_cli_works_in_process_when_no_service_answers(
 
 def _client_id(slug: str) -> str:
     with session_scope() as session:
-        return str(client_service.get_by_slug(session, slug).id)
+        return str(clients.get_by_slug(session, slug).id)

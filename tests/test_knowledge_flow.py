@@ -10,7 +10,7 @@ from sqlalchemy import select
 from app.config import settings
 from app.db import session_scope
 from app.models import Handover
-from app.services import kb_service, qdrant_service
+from app.services.knowledge import kb, qdrant
 from app.services.replies import FALLBACK_RESPONSES
 from tests.helpers import chatflow_payload, wait_until
 
@@ -34,7 +34,7 @@ CLINIC_KB = """# Приём
 @pytest.fixture
 def salon(make_client):
     client = make_client("salon")
-    kb_service.ingest_text(client_id=str(client.id), source="salon.md", text=SALON_KB, kind="markdown")
+    kb.ingest_text(client_id=str(client.id), source="salon.md", text=SALON_KB, kind="markdown")
     return client
 
 
@@ -53,7 +53,7 @@ def test_answer_uses_the_clients_knowledge(api, salon, llm, chatflow):
 
 def test_one_clients_knowledge_never_reaches_another_clients_customers(api, salon, make_client, llm, chatflow):
     clinic = make_client("clinic")
-    kb_service.ingest_text(client_id=str(clinic.id), source="clinic.md", text=CLINIC_KB, kind="markdown")
+    kb.ingest_text(client_id=str(clinic.id), source="clinic.md", text=CLINIC_KB, kind="markdown")
     api.post("/webhook/salon", json=chatflow_payload("Сколько стоит маникюр? И консультация терапевта, секретный код клиники?"))
     wait_until(lambda: chatflow.sent_texts())
     prompt = _system_prompt(llm)
@@ -71,7 +71,7 @@ def test_question_without_relevant_knowledge_is_answered_honestly_and_escalated(
 
 def test_no_knowledge_without_escalation_when_the_client_says_so(api, make_client, llm, chatflow):
     client = make_client("salon", settings={"escalate_on_no_knowledge": False})
-    kb_service.ingest_text(client_id=str(client.id), source="salon.md", text=SALON_KB, kind="markdown")
+    kb.ingest_text(client_id=str(client.id), source="salon.md", text=SALON_KB, kind="markdown")
     api.post("/webhook/salon", json=chatflow_payload("Вы делаете ремонт автомобилей?"))
     assert wait_until(lambda: chatflow.sent_texts()) == [FALLBACK_RESPONSES["no_knowledge"]]
     with session_scope() as session:
@@ -89,12 +89,12 @@ def test_without_a_language_model_a_confident_passage_is_the_answer(api, salon, 
 
 @pytest.fixture
 def qdrant_unreachable(monkeypatch) -> Iterator[None]:
-    qdrant_service.close()
+    qdrant.close()
     monkeypatch.setattr(settings, "qdrant_url", "http://127.0.0.1:9")  # nothing listens there
     yield
-    qdrant_service.close()
+    qdrant.close()
     monkeypatch.undo()
-    qdrant_service.close()
+    qdrant.close()
 
 
 def test_qdrant_down_answers_without_knowledge(api, make_client, llm, chatflow, qdrant_unreachable, caplog):
@@ -111,11 +111,11 @@ def test_the_query_is_embedded_while_the_turn_still_waits(api, make_client, llm,
     # The customer pauses: the turn's knowledge query is prepared before the turn is due, so answering
     # does not wait for the embedder. The turn then finds it and answers from the knowledge.
     client = make_client("salon", settings={"buffer_wait_seconds": 6})
-    kb_service.ingest_text(client_id=str(client.id), source="salon.md", text=SALON_KB, kind="markdown")
+    kb.ingest_text(client_id=str(client.id), source="salon.md", text=SALON_KB, kind="markdown")
     llm.set_reply("Классический маникюр — 7000 тенге.")
     api.post("/webhook/salon", json=chatflow_payload("хочу узнать про маникюр", message_id="P-1"))
     api.post("/webhook/salon", json=chatflow_payload("цена какая", message_id="P-2"))
-    wait_until(lambda: any(query == "хочу узнать про маникюр\nцена какая" for _, query in kb_service._query_cache), timeout=5)
+    wait_until(lambda: any(query == "хочу узнать про маникюр\nцена какая" for _, query in kb._query_cache), timeout=5)
     assert chatflow.sent_texts() == []  # prepared ahead, not answered early
     assert wait_until(lambda: chatflow.sent_texts(), timeout=15) == ["Классический маникюр — 7000 тенге."]
     assert "7000 тенге" in _system_prompt(llm)
@@ -124,10 +124,10 @@ def test_the_query_is_embedded_while_the_turn_still_waits(api, make_client, llm,
 def test_a_muted_bot_does_not_prepare_a_query(api, make_client, llm, chatflow):
     # The customer said "stop": their next messages are stored, not answered, so nothing is embedded ahead.
     client = make_client("salon", settings={"buffer_wait_seconds": 1})
-    kb_service.ingest_text(client_id=str(client.id), source="salon.md", text=SALON_KB, kind="markdown")
+    kb.ingest_text(client_id=str(client.id), source="salon.md", text=SALON_KB, kind="markdown")
     api.post("/webhook/salon", json=chatflow_payload("стоп, не пишите мне"))
     wait_until(lambda: chatflow.sent_texts(), timeout=10)
     api.post("/webhook/salon", json=chatflow_payload("а сколько стоит маникюр"))
     time.sleep(1.5)
-    assert not any(query == "а сколько стоит маникюр" for _, query in kb_service._query_cache)
+    assert not any(query == "а сколько стоит маникюр" for _, query in kb._query_cache)
     assert len(chatflow.sent_texts()) == 1

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 
 from app.config import settings
-from app.services import media_service
-from app.services.media_service import fetch_media, is_public
+from app.services.channels import media
+from app.services.channels.media import fetch_media, is_public
 from app.utils.errors import MediaRejected
 from fakes.chatflow import FakeChatFlow
 
 VOICE = b"OggS" + bytes(range(256)) * 4  # 1 KiB of "audio"
-_REAL_CA_CERTS = media_service._CA_CERTS
+_REAL_CA_CERTS = media._CA_CERTS
 Route = Callable[[BaseHTTPRequestHandler], None]
 
 
@@ -349,7 +349,7 @@ def test_redirect_to_a_private_address_is_refused(media_host: _MediaServer, monk
         return real_getaddrinfo("127.0.0.1" if host == "cdn.test" else host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", dns)
-    monkeypatch.setattr(media_service, "is_public", lambda address: str(address) != "127.0.0.2")
+    monkeypatch.setattr(media, "is_public", lambda address: str(address) != "127.0.0.2")
     monkeypatch.setattr(settings, "media_allow_private_hosts", False)
     monkeypatch.setattr(settings, "media_allowed_hosts", ["cdn.test", "127.0.0.2"])
     port = media_host.server_address[1]
@@ -442,7 +442,7 @@ def test_slow_server_times_out(media_host: _MediaServer, monkeypatch: pytest.Mon
 
 def test_refusals_log_the_reason_and_host_but_never_the_url(media_host: _MediaServer, caplog: pytest.LogCaptureFixture) -> None:
     secret = "tok-5ecret"
-    with caplog.at_level(logging.WARNING, logger="app.services.media_service"):
+    with caplog.at_level(logging.WARNING, logger="app.services.channels.media"):
         _rejected({"url": f"http://evil.example/files/voice.ogg?token={secret}"})
         _rejected({"url": f"{media_host.url}/missing.ogg?token={secret}"})
 
@@ -497,7 +497,7 @@ def tls_host(_tls_server: _MediaServer, _certificates: Path, media_host: _MediaS
     _tls_server.sni.clear()  # type: ignore[attr-defined]
     monkeypatch.setattr(socket, "getaddrinfo", _resolve_as({"media.test": ["127.0.0.1"], "wrong.test": ["127.0.0.1"]}))
     monkeypatch.setattr(settings, "media_allowed_hosts", ["media.test", "wrong.test", "127.0.0.1"])
-    monkeypatch.setattr(media_service, "_CA_CERTS", str(_certificates / "ca.pem"))
+    monkeypatch.setattr(media, "_CA_CERTS", str(_certificates / "ca.pem"))
     return _tls_server
 
 
@@ -522,7 +522,7 @@ def test_https_certificate_for_another_name_is_refused(tls_host: _MediaServer) -
 
 
 def test_https_certificate_from_an_unknown_ca_is_refused(tls_host: _MediaServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(media_service, "_CA_CERTS", _REAL_CA_CERTS)  # has never heard of the test CA
+    monkeypatch.setattr(media, "_CA_CERTS", _REAL_CA_CERTS)  # has never heard of the test CA
     tls_host.routes["/voice.ogg"] = _body(VOICE)
 
     assert _rejected({"url": _tls_url(tls_host, "media.test", "/voice.ogg")}) == "download_failed"

@@ -8,7 +8,7 @@ from sqlalchemy import delete, select
 from app.config import settings
 from app.db import session_scope
 from app.models import Conversation, Handover, Message, OutboxItem, User
-from app.services import buffer_service, message_service
+from app.services.conversation import scheduling, turn
 from app.services.replies import FALLBACK_RESPONSES, GREETING
 from tests.helpers import chatflow_payload, wait_until
 
@@ -185,11 +185,11 @@ def test_no_turn_is_answered_while_deliveries_queue(api, llm, chatflow, make_cli
     # More deliveries waiting than request threads (a burst beyond what the process acknowledges per
     # second): turns hold, because a customer's next message may be in that queue; then they answer.
     make_client("salon", settings={"buffer_wait_seconds": 0.3})
-    monkeypatch.setattr(buffer_service, "webhooks_in_flight", settings.http_threads + 10)
+    monkeypatch.setattr(scheduling, "webhooks_in_flight", settings.http_threads + 10)
     assert api.post("/webhook/salon", json=chatflow_payload("Сколько стоит маникюр?")).status_code == 200
     time.sleep(1.5)
     assert chatflow.sent_texts() == []
-    monkeypatch.setattr(buffer_service, "webhooks_in_flight", 0)
+    monkeypatch.setattr(scheduling, "webhooks_in_flight", 0)
     assert len(wait_until(lambda: chatflow.sent_texts(), timeout=10)) == 1
 
 
@@ -257,9 +257,9 @@ def test_delivery_resumes_after_outage_without_resending(api, llm, chatflow, mak
         item = session.scalar(select(OutboxItem))
         assert item is not None
         item.next_attempt_at = item.created_at  # due now
-    from app.services import outbox_service
+    from app.services.channels import outbox
 
-    assert outbox_service.deliver(item.id) == "sent"
+    assert outbox.deliver(item.id) == "sent"
     parts = chatflow.sent_texts()
     assert len(parts) == 2 and all(len(p) <= 4096 for p in parts)
     assert "".join(parts).count("Первое предложение.") == 300
@@ -289,7 +289,7 @@ def test_message_written_while_answer_is_generated_joins_the_turn(api, llm, chat
 def test_turn_of_a_killed_worker_is_answered_once_after_restart(api, llm, chatflow, make_client, monkeypatch):
     """A process died holding a turn: its messages stay 'processing'. The sweep releases and answers them."""
     from app.config import settings
-    from app.services import maintenance_service
+    from app.services.operations import maintenance
 
     client = make_client("salon")
     _store_without_scheduling(client.id, chatflow_payload("Вы работаете сегодня?"))
@@ -299,17 +299,17 @@ def test_turn_of_a_killed_worker_is_answered_once_after_restart(api, llm, chatfl
         message.status, message.claimed_at = "processing", message.created_at.replace(year=2020)
 
     monkeypatch.setattr(settings, "buffer_max_wait_seconds", 0)
-    monkeypatch.setattr(maintenance_service, "_GRACE", maintenance_service.timedelta(0))
-    assert maintenance_service.redrive_turns() == 1
+    monkeypatch.setattr(maintenance, "_GRACE", maintenance.timedelta(0))
+    assert maintenance.redrive_turns() == 1
     wait_until(lambda: chatflow.sent_texts())
-    maintenance_service.redrive_turns()  # a second sweep finds nothing left to do
+    maintenance.redrive_turns()  # a second sweep finds nothing left to do
     time.sleep(0.8)
     assert len(chatflow.sent_texts()) == 1
 
 
 def test_message_whose_job_was_lost_is_answered_by_the_sweep(api, llm, chatflow, make_client, monkeypatch):
     from app.config import settings
-    from app.services import maintenance_service
+    from app.services.operations import maintenance
 
     client = make_client("salon")
     _store_without_scheduling(client.id, chatflow_payload("Алло"))  # stored, but Redis lost the job
@@ -317,8 +317,8 @@ def test_message_whose_job_was_lost_is_answered_by_the_sweep(api, llm, chatflow,
     assert chatflow.sent_texts() == []
 
     monkeypatch.setattr(settings, "buffer_max_wait_seconds", 0)
-    monkeypatch.setattr(maintenance_service, "_GRACE", maintenance_service.timedelta(0))
-    assert maintenance_service.redrive_turns() == 1
+    monkeypatch.setattr(maintenance, "_GRACE", maintenance.timedelta(0))
+    assert maintenance.redrive_turns() == 1
     assert len(wait_until(lambda: chatflow.sent_texts())) == 1
 
 
@@ -327,7 +327,7 @@ def _store_without_scheduling(client_id, payload) -> None:
 
     parsed = ChatFlowWebhook.model_validate(payload)
     assert parsed.phone is not None
-    assert message_service._store(client_id=client_id, payload=parsed, phone=parsed.phone, role="user", status="received")
+    assert turn._store(client_id=client_id, payload=parsed, phone=parsed.phone, role="user", status="received")
 
 
 def _break_after_first_send(chatflow, monkeypatch) -> None:

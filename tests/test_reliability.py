@@ -13,7 +13,8 @@ from sqlalchemy import create_engine, func, select, text
 from app.config import settings
 from app.db import engine, session_scope
 from app.models import Conversation, Handover, Message, OutboxItem
-from app.services import alert_service, maintenance_service, outbox_service
+from app.services.channels import outbox
+from app.services.operations import alerts, maintenance
 from app.services.replies import FALLBACK_RESPONSES
 from tests.conftest import REDIS
 from tests.helpers import chatflow_payload, wait_until
@@ -23,9 +24,9 @@ ADMIN = "test-admin-token"
 
 @pytest.fixture(autouse=True)
 def _fresh_alerts() -> Iterator[None]:
-    alert_service.reset()
+    alerts.reset()
     yield
-    alert_service.reset()
+    alerts.reset()
 
 
 @contextlib.contextmanager
@@ -57,8 +58,8 @@ def postgres_outage() -> Iterator[None]:
 
 def _redrive_now(monkeypatch) -> None:
     monkeypatch.setattr(settings, "buffer_max_wait_seconds", 0)
-    monkeypatch.setattr(maintenance_service, "_GRACE", maintenance_service.timedelta(0))
-    maintenance_service.redrive_turns()
+    monkeypatch.setattr(maintenance, "_GRACE", maintenance.timedelta(0))
+    maintenance.redrive_turns()
 
 
 def _count(model, *where) -> int:
@@ -78,10 +79,10 @@ def test_redis_down_webhooks_are_accepted_and_answered_when_it_returns(api, make
         assert first.json() == {"status": "ok"}
         assert again.json() == {"status": "duplicate"}  # PostgreSQL's constraint still de-duplicates
         assert health.status_code == 200 and health.json()["status"] == "degraded" and health.json()["redis"].startswith("error")
-        assert any("Health check failed" in a and "redis" in a for a in alert_service.sent)
+        assert any("Health check failed" in a and "redis" in a for a in alerts.sent)
         assert _count(Message, Message.role == "user") == 1
     wait_until(lambda: api.get("/health").json()["redis"] == "ok", timeout=10)
-    assert any(a.startswith("✅ Health check OK") for a in alert_service.sent)
+    assert any(a.startswith("✅ Health check OK") for a in alerts.sent)
 
     _redrive_now(monkeypatch)
     wait_until(lambda: chatflow.sent_texts(), timeout=15, message="the answer after Redis came back")
@@ -171,7 +172,7 @@ def test_openai_garbage_is_a_failure_not_a_crash(api, make_client, llm, chatflow
 
 def test_chatflow_down_gives_up_with_an_alert_and_a_restart_sends_once(api, make_client, llm, chatflow, monkeypatch):
     make_client("salon")
-    monkeypatch.setattr(outbox_service, "_BACKOFF_SECONDS", (600,))  # only the sweep below may send
+    monkeypatch.setattr(outbox, "_BACKOFF_SECONDS", (600,))  # only the sweep below may send
     chatflow.fail(502, times=None)
     api.post("/webhook/salon", json=chatflow_payload("Привет"))
     wait_until(lambda: _outbox_state() == ("pending", 1), message="first attempt failed, retry scheduled")
@@ -180,9 +181,9 @@ def test_chatflow_down_gives_up_with_an_alert_and_a_restart_sends_once(api, make
     with session_scope() as session:
         session.execute(text("UPDATE outbox SET next_attempt_at = now() - interval '1 minute'"))
     chatflow.clear_faults()
-    assert outbox_service.redrive() == 1
+    assert outbox.redrive() == 1
     wait_until(lambda: _outbox_status() == "sent")
-    outbox_service.redrive()
+    outbox.redrive()
     time.sleep(0.5)
     assert len(chatflow.sent_texts()) == 1
 
@@ -190,35 +191,35 @@ def test_chatflow_down_gives_up_with_an_alert_and_a_restart_sends_once(api, make
     chatflow.fail(502, times=None)
     api.post("/webhook/salon", json=chatflow_payload("Ещё вопрос", phone="77010000123"))
     wait_until(lambda: _count(OutboxItem, OutboxItem.status == "failed") == 1)
-    assert any("Could not deliver a whatsapp message for client 'salon'" in a for a in alert_service.sent)
+    assert any("Could not deliver a whatsapp message for client 'salon'" in a for a in alerts.sent)
 
 
 def test_alerts_reach_the_operator_chat_and_a_failing_alert_is_only_logged(telegram, monkeypatch, caplog):
     monkeypatch.setattr(settings, "alert_chat_id", -100999)
     monkeypatch.setattr(settings, "telegram_bot_token", SecretStr("100002:alerts-bot"))
-    assert alert_service.fire("health", "Health check failed: redis=error")
-    assert not alert_service.fire("health", "Health check failed: redis=error")  # rate-limited
+    assert alerts.fire("health", "Health check failed: redis=error")
+    assert not alerts.fire("health", "Health check failed: redis=error")  # rate-limited
     wait_until(lambda: telegram.messages(-100999), message="alert in the operator chat")
     assert "Health check failed" in telegram.messages(-100999)[0].text
 
     telegram.fail(500, times=None)
-    assert alert_service.clear("health", "Health check OK again")
+    assert alerts.clear("health", "Health check OK again")
     wait_until(lambda: any(r.message == "alert.delivery_failed" for r in caplog.records), message="delivery failure logged")
 
 
 def test_error_burst_and_slow_answers_raise_alerts_and_clear():
     for _ in range(5):
-        alert_service.record_error()
-    alert_service.record_response(12.0)
-    alert_service.evaluate()
-    assert any("5 errors" in a for a in alert_service.sent)
-    assert any("Average response time 12.0 s" in a for a in alert_service.sent)
+        alerts.record_error()
+    alerts.record_response(12.0)
+    alerts.evaluate()
+    assert any("5 errors" in a for a in alerts.sent)
+    assert any("Average response time 12.0 s" in a for a in alerts.sent)
 
-    alert_service._state.errors.clear()
-    alert_service._state.responses.clear()
-    alert_service.evaluate()
-    assert any(a.startswith("✅ Error rate back to normal") for a in alert_service.sent)
-    assert any(a.startswith("✅ Response time back to normal") for a in alert_service.sent)
+    alerts._state.errors.clear()
+    alerts._state.responses.clear()
+    alerts.evaluate()
+    assert any(a.startswith("✅ Error rate back to normal") for a in alerts.sent)
+    assert any(a.startswith("✅ Response time back to normal") for a in alerts.sent)
 
 
 # --- load and bad input ---------------------------------------------------------------------------------

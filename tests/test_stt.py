@@ -7,7 +7,7 @@ import pytest
 from pydantic import SecretStr
 
 from app.config import settings
-from app.services import stt_service
+from app.services.channels import stt
 from app.utils.errors import ConfigError, ExternalServiceError
 from fakes.elevenlabs import FakeElevenLabs
 from tests.conftest import ELEVENLABS_KEY as API_KEY
@@ -15,9 +15,9 @@ from tests.conftest import ELEVENLABS_KEY as API_KEY
 VOICE = "Здравствуйте, сколько стоит маникюр?".encode()
 
 
-def _transcribe(**overrides: object) -> stt_service.Transcript:
+def _transcribe(**overrides: object) -> stt.Transcript:
     args: dict[str, object] = {"audio": VOICE, "filename": "voice.ogg", "mimetype": "audio/ogg", **overrides}
-    return stt_service.transcribe(**args)  # type: ignore[arg-type]
+    return stt.transcribe(**args)  # type: ignore[arg-type]
 
 
 def test_voice_note_is_transcribed(elevenlabs: FakeElevenLabs) -> None:
@@ -74,7 +74,7 @@ def test_rate_limit_is_retried(elevenlabs: FakeElevenLabs) -> None:
 def test_two_server_errors_fail_after_exactly_two_attempts(elevenlabs: FakeElevenLabs, caplog: pytest.LogCaptureFixture) -> None:
     elevenlabs.server_error(500, times=2)
 
-    with caplog.at_level(logging.WARNING, logger="app.services.stt_service"), pytest.raises(ExternalServiceError) as failure:
+    with caplog.at_level(logging.WARNING, logger="app.services.channels.stt"), pytest.raises(ExternalServiceError) as failure:
         _transcribe()
 
     assert failure.value.service == "elevenlabs"
@@ -128,9 +128,9 @@ def test_missing_key_is_a_config_error(elevenlabs: FakeElevenLabs, monkeypatch: 
     with pytest.raises(ConfigError, match="ELEVENLABS_API_KEY"):
         _transcribe()
 
-    assert not stt_service.is_configured()
+    assert not stt.is_configured()
     assert elevenlabs.requests == []
 
 
 def test_client_is_built_once_per_configuration(elevenlabs: FakeElevenLabs) -> None:
-    assert stt_service.client() is stt_service.client()
+    assert stt.client() is stt.client()

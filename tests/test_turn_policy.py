@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from app.services import turn_policy
-from app.services.turn_policy import LONG_FACTOR, SHORT_FACTOR, wait_seconds
+from app.services.conversation import end_of_turn
+from app.services.conversation.end_of_turn import LONG_FACTOR, SHORT_FACTOR, wait_seconds
 
 BASE = 10.0
 ONE_GO = "Добрый день, хотела бы записаться на маникюр с покрытием гель-лаком к мастеру Айгуль на эту субботу после обеда, если можно"
@@ -109,11 +109,11 @@ def test_wait_scales_with_the_base_and_never_goes_negative() -> None:
 
 
 def test_word_lists_hold_what_the_docstring_promises() -> None:
-    assert {"и", "а", "но", "что", "чтобы", "в", "на", "мен", "және", "бірақ"} <= turn_policy.CONTINUATIONS
-    assert {"привет", "здравствуйте", "сәлем"} <= turn_policy.GREETINGS
-    assert {"да", "нет", "ок", "спасибо", "иә", "жоқ", "рахмет"} <= turn_policy.SHORT_ANSWERS
+    assert {"и", "а", "но", "что", "чтобы", "в", "на", "мен", "және", "бірақ"} <= end_of_turn.CONTINUATIONS
+    assert {"привет", "здравствуйте", "сәлем"} <= end_of_turn.GREETINGS
+    assert {"да", "нет", "ок", "спасибо", "иә", "жоқ", "рахмет"} <= end_of_turn.SHORT_ANSWERS
     # Words that often end a complete sentence must not be taken for a cut-off
-    assert not {"как", "тоже", "да", "үшін"} & turn_policy.CONTINUATIONS
+    assert not {"как", "тоже", "да", "үшін"} & end_of_turn.CONTINUATIONS
 
 
 def test_fast_enough_to_run_on_every_webhook() -> None:

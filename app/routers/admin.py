@@ -1,6 +1,6 @@
 """Operator API for a client's knowledge base (bearer ADMIN_TOKEN): upload, list, delete, search.
 
-Thin: resolve the client, call kb_service, shape the answer. Uploads are read (size-capped, known
+Thin: resolve the client, call kb, shape the answer. Uploads are read (size-capped, known
 extensions only) by an async dependency, so the routes themselves stay `def` and run in the threadpool.
 """
 
@@ -15,7 +15,8 @@ from starlette.datastructures import UploadFile
 
 from app.config import settings
 from app.dependencies import DbSession, require_admin
-from app.services import client_service, kb_service
+from app.services import clients
+from app.services.knowledge import kb
 from app.utils.errors import BadRequest, ExternalServiceError, NotFound, PayloadTooLarge, ServiceUnavailable
 
 router = APIRouter(prefix="/admin/clients/{slug}/kb", tags=["operator"], dependencies=[Depends(require_admin)])
@@ -90,7 +91,7 @@ async def _read_documents(request: Request) -> list[_Document]:
             reason = "; ".join(error["msg"] for error in exc.errors()[:3]) if isinstance(exc, ValidationError) else "body is not JSON"
             raise BadRequest(f"expected JSON {{source, text, kind}}: {reason}") from exc
         source = _source_name(document.source)
-        inferred = kb_service.kind_of(source)
+        inferred = kb.kind_of(source)
         kind = document.kind or (inferred if inferred in ("markdown", "text", "faq") else "text")
         return [_Document(source=source, text=document.text, kind=kind)]
     if media_type != "multipart/form-data":
@@ -106,8 +107,8 @@ async def _read_documents(request: Request) -> list[_Document]:
     cap = settings.kb_upload_max_bytes
     for upload in uploads:
         source = _source_name(upload.filename or "")
-        if kb_service.kind_of(source) is None:
-            raise BadRequest(f"{source}: unsupported file type; supported: {', '.join(kb_service.supported_suffixes())}")
+        if kb.kind_of(source) is None:
+            raise BadRequest(f"{source}: unsupported file type; supported: {', '.join(kb.supported_suffixes())}")
         data = await upload.read(cap + 1)
         if len(data) > cap:
             raise PayloadTooLarge(f"{source}: larger than {cap} bytes")
@@ -119,7 +120,7 @@ Documents = Annotated[list[_Document], Depends(_read_documents)]
 
 
 def _client_id(session: Session, slug: str) -> str:
-    client_id = str(client_service.get_by_slug(session, slug).id)
+    client_id = str(clients.get_by_slug(session, slug).id)
     # Embedding a document takes seconds: give the connection back to the pool before that work.
     session.close()
     return client_id
@@ -137,18 +138,18 @@ def upload_documents(slug: str, documents: Documents, session: DbSession) -> Ing
     for document in documents:
         try:
             if document.data is not None:
-                kb_service.load_bytes(document.source, document.data)
+                kb.load_bytes(document.source, document.data)
             else:
-                kb_service.parse_document(document.text or "", document.kind)  # type: ignore[arg-type]
+                kb.parse_document(document.text or "", document.kind)  # type: ignore[arg-type]
         except ValueError as exc:
             raise BadRequest(f"{document.source}: {exc}") from exc
     results = []
     try:
         for document in documents:
             if document.data is not None:
-                result = kb_service.ingest_bytes(client_id=client_id, source=document.source, data=document.data)
+                result = kb.ingest_bytes(client_id=client_id, source=document.source, data=document.data)
             else:
-                result = kb_service.ingest_text(client_id=client_id, source=document.source, text=document.text or "", kind=document.kind)  # type: ignore[arg-type]
+                result = kb.ingest_text(client_id=client_id, source=document.source, text=document.text or "", kind=document.kind)  # type: ignore[arg-type]
             results.append(IngestResult(source=result.source, chunks=result.chunks, status=result.status, removed=result.removed))
     except ExternalServiceError as exc:
         raise _unavailable(exc) from exc
@@ -160,7 +161,7 @@ def list_documents(slug: str, session: DbSession) -> list[DocumentRead]:
     """The client's documents with their chunk counts and last ingestion time."""
     client_id = _client_id(session, slug)
     try:
-        sources = kb_service.list_sources(client_id=client_id)
+        sources = kb.list_sources(client_id=client_id)
     except ExternalServiceError as exc:
         raise _unavailable(exc) from exc
     return [DocumentRead(source=info.source, chunks=info.chunks, updated_at=info.updated_at) for info in sources]
@@ -171,7 +172,7 @@ def delete_document(slug: str, source: str, session: DbSession) -> DeleteResult:
     """Delete one document (404 if the client has no document of that name)."""
     client_id = _client_id(session, slug)
     try:
-        deleted = kb_service.delete_source(client_id=client_id, source=source)
+        deleted = kb.delete_source(client_id=client_id, source=source)
     except ExternalServiceError as exc:
         raise _unavailable(exc) from exc
     if not deleted:
@@ -189,7 +190,7 @@ def search(
     """The client's best-matching chunks for a query, best first, with their relevance scores."""
     client_id = _client_id(session, slug)
     try:
-        hits = kb_service.search(client_id=client_id, query=q, limit=limit)
+        hits = kb.search(client_id=client_id, query=q, limit=limit)
     except ExternalServiceError as exc:
         raise _unavailable(exc) from exc
     return [SearchHit(text=hit.text, score=hit.score, source=hit.source, heading=hit.heading) for hit in hits]

@@ -1,6 +1,6 @@
 from fastapi import APIRouter, Response
 
-from app.services import health_service
+from app.services.operations.health import run_checks
 
 router = APIRouter(tags=["health"])
 
@@ -8,7 +8,7 @@ router = APIRouter(tags=["health"])
 @router.get("/health")
 def health(response: Response) -> dict[str, object]:
     """Database, Redis and Qdrant status; 503 when the database is down, since then nothing works."""
-    result = health_service.run_checks()
+    result = run_checks()
     if result["db"] != "ok":
         response.status_code = 503
     return result

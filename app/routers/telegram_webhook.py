@@ -5,7 +5,7 @@ from fastapi import APIRouter, Header
 
 from app.config import settings
 from app.schemas.telegram import TgUpdate
-from app.services import manager_service
+from app.services.handover import manager_actions
 from app.utils.errors import ConfigError, Unauthorized
 
 router = APIRouter(tags=["telegram"])
@@ -19,4 +19,4 @@ def telegram_webhook(update: TgUpdate, x_telegram_bot_api_secret_token: Annotate
     expected = settings.telegram_webhook_secret.get_secret_value().encode()
     if not hmac.compare_digest((x_telegram_bot_api_secret_token or "").encode(), expected):
         raise Unauthorized("invalid X-Telegram-Bot-Api-Secret-Token")
-    return manager_service.handle_update(update)
+    return manager_actions.handle_update(update)

@@ -7,7 +7,8 @@ from fastapi.responses import JSONResponse
 
 from app.config import settings
 from app.schemas.chatflow import ChatFlowWebhook, WebhookAck
-from app.services import client_service, message_service
+from app.services import clients
+from app.services.conversation import turn
 
 router = APIRouter(tags=["webhook"])
 
@@ -27,6 +28,6 @@ async def receive_message(
     return JSONResponse(ack)
 
 
-def _ingest(client_slug: str, payload: ChatFlowWebhook, secret: str | None) -> message_service.IngestResult:
-    client = client_service.webhook_client(client_slug, secret)
-    return message_service.ingest(client=client, payload=payload)
+def _ingest(client_slug: str, payload: ChatFlowWebhook, secret: str | None) -> turn.IngestResult:
+    client = clients.webhook_client(client_slug, secret)
+    return turn.ingest(client=client, payload=payload)

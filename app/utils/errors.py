@@ -43,7 +43,7 @@ class ServiceUnavailable(TrufflesError):
 
 
 class MediaRejected(TrufflesError):
-    """A customer's media file was not fetched: `reason` says why (see media_service for the list)."""
+    """A customer's media file was not fetched: `reason` says why (see media for the list)."""
 
     status_code = 422
     code = "media_rejected"

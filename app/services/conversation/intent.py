@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.services import ai_service
+from app.services.conversation import assistant
 from app.utils.errors import ConfigError, ExternalServiceError
 
 logger = logging.getLogger(__name__)
@@ -467,10 +467,10 @@ _LLM_PROMPT = (
 def classify(text: str, *, history: Sequence[Any] = ()) -> IntentResult:
     """Heuristics, then the language model for unclear cases when one is configured."""
     result = classify_heuristic(text)
-    if not is_unclear(result) or not ai_service.is_configured():
+    if not is_unclear(result) or not assistant.is_configured():
         return result
     try:
-        raw = ai_service.complete(
+        raw = assistant.complete(
             [{"role": "system", "content": _LLM_PROMPT}, {"role": "user", "content": text[:1500]}],
             max_tokens=40,
             json_mode=True,

@@ -13,8 +13,10 @@ from sqlalchemy.orm import Session
 from app.db import session_scope
 from app.models import Client, Conversation, Handover, HandoverEvent, TelegramUpdate, User
 from app.schemas.telegram import TgCallbackQuery, TgUpdate
-from app.services import client_service, escalation_service, outbox_service, telegram_service
-from app.services.outbox_service import Delivery
+from app.services import clients
+from app.services.channels import outbox, telegram
+from app.services.channels.outbox import Delivery
+from app.services.handover import lifecycle
 from app.utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -36,7 +38,7 @@ def handle_update(update: TgUpdate) -> dict[str, Any]:
             logger.info("telegram.unknown_chat", extra={"chat_id": chat_message.chat.id})
             return _answer(callback, "Этот чат не подключён", alert=True)
         try:
-            bot = telegram_service.bot_for(client)
+            bot = telegram.bot_for(client)
         except ConfigError:
             return _answer(callback, "Бот не настроен", alert=True)
         first = session.scalar(
@@ -49,7 +51,7 @@ def handle_update(update: TgUpdate) -> dict[str, Any]:
             logger.info("telegram.duplicate_update", extra={"update_id": update.update_id})
             return _answer(callback, "Уже обработано")
         if callback is not None:
-            result = escalation_service.handle_callback(
+            result = lifecycle.handle_callback(
                 session,
                 client=client,
                 data=callback.data or "",
@@ -72,9 +74,9 @@ def handle_update(update: TgUpdate) -> dict[str, Any]:
                 text=message.text or message.caption or "",
             )
             response = {"ok": True}
-        queued = outbox_service.written(session)
+        queued = outbox.written(session)
     for item_id in queued:
-        outbox_service.deliver_soon(item_id)
+        outbox.deliver_soon(item_id)
     return response
 
 
@@ -103,28 +105,28 @@ def handle_message(
     if conversation is None:
         logger.info("manager.unknown_topic", extra={"client": client.slug, "topic_id": thread_id})
         return ManagerMessageResult("ignored")
-    now = escalation_service._now(session)
-    handover = escalation_service.open_handover(session, conversation.id, lock=True)
+    now = lifecycle._now(session)
+    handover = lifecycle.open_handover(session, conversation.id, lock=True)
     if handover is None:
         # The manager writes first (or after the handover closed): the bot must keep quiet while they talk.
-        escalation = escalation_service.escalate(session, conversation=conversation, reason="manager_initiated")
+        escalation = lifecycle.escalate(session, conversation=conversation, reason="manager_initiated")
         handover = session.get(Handover, escalation.handover_id)
         assert handover is not None
     if handover.status == "pending":
-        escalation_service.take(
+        lifecycle.take(
             session,
             handover=handover,
             conversation=conversation,
             manager_id=manager_id,
             manager_name=manager_name,
             now=now,
-            settings_=client_service.settings_of(client),
+            settings_=clients.settings_of(client),
         )
     handover.last_activity_at = now
     session.add(HandoverEvent(handover_id=handover.id, action="reply", actor_id=manager_id, actor_name=manager_name))
     phone = session.scalar(select(User.phone).where(User.id == conversation.user_id))
     assert phone is not None
-    outbox_id = outbox_service.queue_whatsapp_text(
+    outbox_id = outbox.queue_whatsapp_text(
         session,
         client_id=client.id,
         conversation_id=conversation.id,
@@ -140,11 +142,11 @@ def handle_message(
     return ManagerMessageResult("queued", outbox_id)
 
 
-@outbox_service.handler("whatsapp", "manager_text")
+@outbox.handler("whatsapp", "manager_text")
 def _deliver_manager_text(delivery: Delivery, save_progress: Any) -> dict[str, Any]:
     """Send like any WhatsApp text, then confirm in the topic; the first failure is reported there at once."""
     try:
-        result = outbox_service.deliver_whatsapp_text(delivery, save_progress)
+        result = outbox.deliver_whatsapp_text(delivery, save_progress)
     except Exception as exc:
         if delivery.attempts == 1:
             _notice(delivery, NOT_YET_DELIVERED)
@@ -158,7 +160,7 @@ def _on_gave_up(delivery: Delivery, error: str) -> None:
         _notice(delivery, NOT_DELIVERED.format(error=_short(error)))
 
 
-outbox_service.gave_up_listeners.append(_on_gave_up)
+outbox.gave_up_listeners.append(_on_gave_up)
 
 
 def _notice(delivery: Delivery, text: str) -> None:
@@ -166,14 +168,14 @@ def _notice(delivery: Delivery, text: str) -> None:
     if delivery.conversation_id is None:
         return
     with session_scope() as session:
-        item_id = escalation_service.queue_topic_text(
+        item_id = lifecycle.queue_topic_text(
             session,
             client_id=delivery.client.id,
             conversation_id=delivery.conversation_id,
             text=text,
             reply_to=delivery.payload.get("telegram_message_id"),
         )
-    outbox_service.deliver_soon(item_id)
+    outbox.deliver_soon(item_id)
 
 
 def _short(error: str) -> str:

@@ -7,7 +7,8 @@ from sqlalchemy import text
 from app import queue
 from app.db import engine
 from app.redis_client import redis_client
-from app.services import alert_service, qdrant_service
+from app.services.knowledge import qdrant
+from app.services.operations import alerts
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def check_redis() -> str:
 
 def check_qdrant() -> str:
     try:
-        return "ok" if qdrant_service.ping() else "error: unreachable"
+        return "ok" if qdrant.ping() else "error: unreachable"
     except Exception as exc:
         return f"error: {type(exc).__name__}"
 
@@ -50,5 +51,5 @@ def run_checks() -> dict[str, object]:
     status = "ok" if all(v in ("ok", "not_configured") for v in checks.values()) else "degraded"
     if status != "ok":
         logger.critical("health.failed", extra=checks)
-    alert_service.evaluate(checks)
+    alerts.evaluate(checks)
     return {"status": status, **checks, "queue_backlog": queue_backlog()}

@@ -7,7 +7,7 @@ of its heading path embedded like a question, one dense vector per line/sentence
 multivector: a chunk scores by its best line, so one price in a long list still finds its chunk), and a
 sparse lexical vector (BM25-like, IDF over the tenant). Candidates are the best chunks by text, by best
 line and by sparse score, fused with RRF (Qdrant's own fusion on a server; the same lists and fusion
-computed with numpy on the embedded store, see qdrant_service). The candidates are then ranked by
+computed with numpy on the embedded store, see qdrant). The candidates are then ranked by
 
     score = TEXT_WEIGHT * cos(text) + HEADING_WEIGHT * cos(heading) + LINE_WEIGHT * cos(best line)
             + LEXICAL_WEIGHT * share of the query's words found in the chunk
@@ -20,7 +20,7 @@ of bench/fixtures/kb/questions.yaml only (python -m bench.retrieval_bench report
 Latency (python -m bench.retrieval_bench, 5 000 chunks, 2 cores): the query is embedded once (15-20 ms
 with e5); on the embedded store the candidates come from numpy over the tenant's in-memory index (0.5 ms
 for 500 chunks, 3 ms for 4 500): a search took 25-36 ms median in both shapes. The index is rebuilt
-right after every write to the tenant (qdrant_service.warm, ~2.5 s for 4 500 chunks) and lazily on the
+right after every write to the tenant (qdrant.warm, ~2.5 s for 4 500 chunks) and lazily on the
 first search after a restart. On a server: one hybrid query plus one small batch for the cosines.
 """
 
@@ -44,8 +44,8 @@ from xml.etree import ElementTree
 import yaml
 
 from app.config import settings
-from app.services import embedding_service, qdrant_service
-from app.services.embedding_service import Embedder
+from app.services.knowledge import embeddings, qdrant
+from app.services.knowledge.embeddings import Embedder
 
 Kind = Literal["markdown", "text", "faq"]
 
@@ -389,16 +389,16 @@ def collection_name(embedder: Embedder, client_id: str) -> str:
     Python and would otherwise slow each tenant down by all the others. The client_id filter applies
     either way."""
     name = f"{settings.qdrant_collection}_{embedder.name}_{_LAYOUT}"
-    if qdrant_service.is_local():
+    if qdrant.is_local():
         digest = hashlib.blake2b(client_id.encode(), digest_size=4).hexdigest()
         name = f"{name}_{client_id[:32]}_{digest}"
     return re.sub(r"[^A-Za-z0-9_-]", "-", name)
 
 
 def _ready(client_id: str) -> tuple[Embedder, str]:
-    embedder = embedding_service.get_embedder()
+    embedder = embeddings.get_embedder()
     collection = collection_name(embedder, client_id)
-    qdrant_service.ensure_collection(collection=collection, dense_dim=embedder.dim)
+    qdrant.ensure_collection(collection=collection, dense_dim=embedder.dim)
     return embedder, collection
 
 
@@ -431,7 +431,7 @@ def _embed_lines(embedder: Embedder, chunks: Sequence[Chunk]) -> list[list[list[
 
 def _store(*, client_id: str, source: str, kind: str, sections: list[Section], source_hash: str) -> SourceResult:
     embedder, collection = _ready(client_id)
-    existing = qdrant_service.payloads(collection=collection, client_id=client_id, fields=["source_hash"], source=source)
+    existing = qdrant.payloads(collection=collection, client_id=client_id, fields=["source_hash"], source=source)
     chunks = chunk_sections(sections, target_chars=settings.kb_chunk_chars, overlap_chars=settings.kb_chunk_overlap_chars)
     if existing and len(existing) == len(chunks) and all(row.get("source_hash") == source_hash for row in existing):
         return SourceResult(source=source, chunks=len(chunks), status="unchanged")
@@ -442,12 +442,12 @@ def _store(*, client_id: str, source: str, kind: str, sections: list[Section], s
     lines = _embed_lines(embedder, chunks)
     now = datetime.now(UTC).isoformat()
     points = [
-        qdrant_service.ChunkPoint(
+        qdrant.ChunkPoint(
             id=chunk_id(client_id=client_id, source=source, index=chunk.index),
             dense=vector,
             heading=heading,
             lines=chunk_vectors,
-            sparse=embedding_service.sparse_document(chunk.text),
+            sparse=embeddings.sparse_document(chunk.text),
             payload={
                 "client_id": client_id,
                 "source": source,
@@ -457,7 +457,7 @@ def _store(*, client_id: str, source: str, kind: str, sections: list[Section], s
                 "text": chunk.text,
                 "content_hash": hashlib.sha256(chunk.text.encode()).hexdigest()[:16],
                 # lexical terms, stored so re-scoring a hit needs no tokenizing at query time
-                "terms": sorted(set(embedding_service.tokenize(chunk.text))),
+                "terms": sorted(set(embeddings.tokenize(chunk.text))),
                 "source_hash": source_hash,
                 "embedder": embedder.name,
                 "updated_at": now,
@@ -467,9 +467,9 @@ def _store(*, client_id: str, source: str, kind: str, sections: list[Section], s
     ]
     # Write the new version first, then drop the slots it no longer has: searches never see the
     # source missing, and a crash in between leaves at worst a few stale chunks for the next run.
-    qdrant_service.upsert(collection=collection, points=points)
-    removed = qdrant_service.delete(collection=collection, client_id=client_id, source=source, keep_ids=[point.id for point in points])
-    qdrant_service.warm(collection=collection, client_id=client_id)
+    qdrant.upsert(collection=collection, points=points)
+    removed = qdrant.delete(collection=collection, client_id=client_id, source=source, keep_ids=[point.id for point in points])
+    qdrant.warm(collection=collection, client_id=client_id)
     status: Literal["added", "replaced"] = "replaced" if existing else "added"
     return SourceResult(source=source, chunks=len(points), status=status, removed=removed)
 
@@ -532,7 +532,7 @@ def ingest_paths(*, client_id: str, paths: Sequence[Path | str]) -> IngestReport
 def list_sources(*, client_id: str) -> list[SourceInfo]:
     """A client's documents with their chunk counts and last ingestion time."""
     _, collection = _ready(_client_id(client_id))
-    rows = qdrant_service.payloads(collection=collection, client_id=client_id, fields=["source", "updated_at"])
+    rows = qdrant.payloads(collection=collection, client_id=client_id, fields=["source", "updated_at"])
     summary: dict[str, tuple[int, str]] = {}
     for row in rows:
         count, updated = summary.get(row["source"], (0, ""))
@@ -546,15 +546,15 @@ def list_sources(*, client_id: str) -> list[SourceInfo]:
 def delete_source(*, client_id: str, source: str) -> int:
     """Delete one document of a client; returns the number of chunks removed."""
     _, collection = _ready(_client_id(client_id))
-    deleted = qdrant_service.delete(collection=collection, client_id=client_id, source=source)
-    qdrant_service.warm(collection=collection, client_id=client_id)
+    deleted = qdrant.delete(collection=collection, client_id=client_id, source=source)
+    qdrant.warm(collection=collection, client_id=client_id)
     return deleted
 
 
 def delete_client(*, client_id: str) -> int:
     """Delete every document of a client; returns the number of chunks removed."""
     _, collection = _ready(_client_id(client_id))
-    return qdrant_service.delete(collection=collection, client_id=client_id)
+    return qdrant.delete(collection=collection, client_id=client_id)
 
 
 def _query_text(query: str) -> str:
@@ -593,7 +593,7 @@ def warm_query(query: str) -> None:
     turn itself does not wait for the embedder. Harmless when the turn's text turns out different."""
     query = _query_text(query)
     if query:
-        _query_vector(embedding_service.get_embedder(), query)
+        _query_vector(embeddings.get_embedder(), query)
 
 
 def search(*, client_id: str, query: str, limit: int = 5) -> list[KnowledgeHit]:
@@ -605,11 +605,11 @@ def search(*, client_id: str, query: str, limit: int = 5) -> list[KnowledgeHit]:
     if not query or limit < 1:
         return []
     embedder, collection = _ready(client_id)
-    candidates = qdrant_service.hybrid_search(
+    candidates = qdrant.hybrid_search(
         collection=collection,
         client_id=client_id,
         dense=_query_vector(embedder, query),
-        sparse=embedding_service.sparse_query(query),
+        sparse=embeddings.sparse_query(query),
         limit=max(limit, _MIN_CANDIDATES),
         prefetch_limit=max(_MIN_PREFETCH, limit * 4),
     )
@@ -619,12 +619,12 @@ def search(*, client_id: str, query: str, limit: int = 5) -> list[KnowledgeHit]:
             continue
         text = candidate.payload.get("text", "")
         terms = candidate.payload.get("terms")
-        chunk_terms = set(terms) if isinstance(terms, list) else set(embedding_service.tokenize(text))
+        chunk_terms = set(terms) if isinstance(terms, list) else set(embeddings.tokenize(text))
         relevance = (
             TEXT_WEIGHT * candidate.dense_score
             + HEADING_WEIGHT * candidate.heading_score
             + LINE_WEIGHT * candidate.lines_score
-            + LEXICAL_WEIGHT * embedding_service.lexical_coverage(query, chunk_terms)
+            + LEXICAL_WEIGHT * embeddings.lexical_coverage(query, chunk_terms)
         )
         hit = KnowledgeHit(
             text=text,

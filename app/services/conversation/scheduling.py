@@ -24,7 +24,7 @@ from redis.lock import Lock
 from app import queue
 from app.config import settings
 from app.redis_client import redis_client
-from app.services import turn_policy
+from app.services.conversation import end_of_turn
 
 logger = logging.getLogger(__name__)
 
@@ -131,13 +131,13 @@ def _now_ms() -> int:
 
 
 def wait_for(*, message_type: str, text: str, timing: TurnTiming) -> float:
-    """How long to wait after this message for the customer to go on writing (see turn_policy)."""
-    return turn_policy.wait_seconds(message_type=message_type, text=text, base_wait=timing.wait_seconds)
+    """How long to wait after this message for the customer to go on writing (see end_of_turn)."""
+    return end_of_turn.wait_seconds(message_type=message_type, text=text, base_wait=timing.wait_seconds)
 
 
 def shortest_wait(timing: TurnTiming) -> float:
     """The shortest wait the end-of-turn policy gives any message under this timing."""
-    return turn_policy.SHORT_FACTOR * max(0.0, timing.wait_seconds)
+    return end_of_turn.SHORT_FACTOR * max(0.0, timing.wait_seconds)
 
 
 def delivery_lag(sent_at: int | None) -> float:

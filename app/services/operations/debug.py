@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import Client, Conversation, Message, User
-from app.services import escalation_service
+from app.services.handover import lifecycle
 from app.utils.errors import BadRequest, NotFound
 
 RECENT_MESSAGES = 20
@@ -37,7 +37,7 @@ def describe(session: Session, *, phone: str, client_slug: str | None) -> dict[s
         "telegram_topic_id": conversation.telegram_topic_id,
         "last_message_at": conversation.last_message_at.isoformat() if conversation.last_message_at else None,
     }
-    handover = escalation_service.open_handover(session, conversation.id)
+    handover = lifecycle.open_handover(session, conversation.id)
     if handover is not None:
         result["active_handover"] = {
             "id": str(handover.id),

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from app.config import settings
-from app.services import telegram_service
-from app.services.telegram_service import Bot
+from app.services.channels import telegram
+from app.services.channels.telegram import Bot
 from app.utils.logging import scrub
 
 logger = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def _deliver(text: str) -> None:
     try:
         assert settings.telegram_bot_token is not None and settings.alert_chat_id is not None
         bot = Bot(settings.telegram_bot_token.get_secret_value())
-        telegram_service.send_message(bot, chat_id=settings.alert_chat_id, text=telegram_service.escape(text))
+        telegram.send_message(bot, chat_id=settings.alert_chat_id, text=telegram.escape(text))
     except Exception as exc:
         logger.error("alert.delivery_failed", extra={"service": "telegram", "error_type": type(exc).__name__})
 

@@ -13,7 +13,10 @@ from app.config import settings
 from app.db import session_scope
 from app.models import Message
 from app.redis_client import redis_client
-from app.services import buffer_service, escalation_service, health_service, outbox_service
+from app.services.channels import outbox
+from app.services.conversation import scheduling
+from app.services.handover import lifecycle
+from app.services.operations import health
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ def redrive_turns(limit: int = 500) -> int:
             )
         )
     for conversation_id in conversation_ids:
-        buffer_service.enqueue_turn(conversation_id)
+        scheduling.enqueue_turn(conversation_id)
     if conversation_ids:
         logger.warning("maintenance.turns_redriven", extra={"count": len(conversation_ids)})
     return len(conversation_ids)
@@ -51,9 +54,9 @@ def tick() -> None:
     """One pass of every periodic task; each failure is logged and the others still run."""
     periodic: list[tuple[str, Callable[[], object]]] = [
         ("turns", redrive_turns),
-        ("outbox", outbox_service.redrive),
-        ("handovers", escalation_service.check_pending),
-        ("alerts", health_service.run_checks),
+        ("outbox", outbox.redrive),
+        ("handovers", lifecycle.check_pending),
+        ("alerts", health.run_checks),
         *tasks,
     ]
     for name, fn in periodic:

@@ -21,21 +21,15 @@ from app.models import Client, Conversation, Message, User
 from app.redis_client import redis_client
 from app.schemas.chatflow import ChatFlowWebhook
 from app.schemas.client import ClientSettings
-from app.services import (
-    ai_service,
-    alert_service,
-    buffer_service,
-    client_service,
-    escalation_service,
-    intent_service,
-    kb_service,
-    media_service,
-    outbox_service,
-    replies,
-    stt_service,
-)
-from app.services.ai_service import ChatTurn
-from app.services.client_service import ClientInfo
+from app.services import clients, replies
+from app.services.channels import outbox, stt
+from app.services.channels.media import fetch_media
+from app.services.clients import ClientInfo
+from app.services.conversation import assistant, intent, scheduling
+from app.services.conversation.assistant import ChatTurn
+from app.services.handover import lifecycle
+from app.services.knowledge import kb
+from app.services.operations import alerts
 from app.services.replies import FALLBACK_RESPONSES
 from app.utils.errors import BadRequest, ConfigError, ExternalServiceError, MediaRejected
 from app.utils.text import split_text
@@ -95,7 +89,7 @@ def ingest(*, client: ClientInfo, payload: ChatFlowWebhook) -> IngestResult:
     if payload.from_me:
         return _ingest_from_me(client=client, payload=payload, phone=phone, log=log)
 
-    timing = buffer_service.TurnTiming(
+    timing = scheduling.TurnTiming(
         wait_seconds=client.settings.buffer_wait_seconds
         if client.settings.buffer_wait_seconds is not None
         else settings.buffer_wait_seconds,
@@ -103,8 +97,8 @@ def ingest(*, client: ClientInfo, payload: ChatFlowWebhook) -> IngestResult:
         if client.settings.buffer_max_wait_seconds is not None
         else settings.buffer_max_wait_seconds,
     )
-    lag = buffer_service.delivery_lag(payload.metadata.timestamp)
-    wait = buffer_service.wait_for(message_type=payload.message_type, text=payload.text, timing=timing)
+    lag = scheduling.delivery_lag(payload.metadata.timestamp)
+    wait = scheduling.wait_for(message_type=payload.message_type, text=payload.text, timing=timing)
     turn = {"client_id": client.id, "wait_seconds": wait, "max_wait_seconds": timing.max_wait_seconds, "lag_seconds": lag}
 
     dedup_key = f"dedup:{client.id}:{meta.message_id}"
@@ -113,7 +107,7 @@ def ingest(*, client: ClientInfo, payload: ChatFlowWebhook) -> IngestResult:
     if known is None:
         first_seen = _mark_seen(dedup_key)
     else:
-        first_seen, due_ms = _mark_seen_and_move(dedup_key, known, turn, buffer_service.shortest_wait(timing))
+        first_seen, due_ms = _mark_seen_and_move(dedup_key, known, turn, scheduling.shortest_wait(timing))
     if first_seen is False:
         metrics.duplicates.labels(client.slug).inc()
         logger.info("webhook.duplicate", extra={**log, "guard": "redis"})
@@ -135,10 +129,10 @@ def ingest(*, client: ClientInfo, payload: ChatFlowWebhook) -> IngestResult:
     # The turn was moved before the store; if it may have been claimed since (due at once at its cap, made
     # due sooner by a later message, or the store was slow) or the conversation is not the one remembered,
     # it is moved again now.
-    if due_ms is not None and conversation_id == known and buffer_service.still_ahead(due_ms):
+    if due_ms is not None and conversation_id == known and scheduling.still_ahead(due_ms):
         scheduled = True
     else:
-        scheduled = buffer_service.schedule_turn(conversation_id=conversation_id, **turn)
+        scheduled = scheduling.schedule_turn(conversation_id=conversation_id, **turn)
     if logger.isEnabledFor(logging.INFO):  # the hottest log line: its fields are not built when it is off
         logger.info(
             "webhook.accepted",
@@ -149,14 +143,14 @@ def ingest(*, client: ClientInfo, payload: ChatFlowWebhook) -> IngestResult:
 
 def _ingest_from_me(*, client: ClientInfo, payload: ChatFlowWebhook, phone: str, log: dict[str, Any]) -> IngestResult:
     """The gateway's echo of our own send is dropped; a staff member writing from the business phone is stored."""
-    if outbox_service.is_echo(client.id, phone, payload.text, payload.metadata.message_id):
+    if outbox.is_echo(client.id, phone, payload.text, payload.metadata.message_id):
         logger.info("webhook.ignored", extra={**log, "reason": "echo"})
         return IngestResult("ignored", "echo")
     stored = _store(client_id=client.id, payload=payload, phone=phone, role="manager", status="ignored", source="business_phone")
     if stored is None:
         return IngestResult("duplicate")
     with session_scope() as session:
-        escalation_service.mute_for_staff(session, conversation_id=stored[1], minutes=client.settings.staff_mute_minutes)
+        lifecycle.mute_for_staff(session, conversation_id=stored[1], minutes=client.settings.staff_mute_minutes)
     logger.info("webhook.ignored", extra={**log, "reason": "from_me", "conversation_id": str(stored[1])})
     return IngestResult("ignored", "from_me", conversation_id=stored[1])
 
@@ -170,14 +164,16 @@ def _mark_seen(key: str) -> bool | None:
         return None
 
 
-def _mark_seen_and_move(
-    key: str, conversation_id: uuid.UUID, turn: dict[str, Any], shortest_wait: float
-) -> tuple[bool | None, int | None]:
+def _mark_seen_and_move(key: str, conversation_id: uuid.UUID, turn: dict[str, Any], shortest_wait: float) -> tuple[bool | None, int | None]:
     """_mark_seen, and for a first delivery also move the conversation's turn, in one round trip; with the
     soonest the turn may now fall due."""
     try:
-        due_ms = buffer_service.schedule_first_delivery(
-            dedup_key=key, dedup_ttl_seconds=_DEDUP_TTL_SECONDS, conversation_id=conversation_id, shortest_wait_seconds=shortest_wait, **turn
+        due_ms = scheduling.schedule_first_delivery(
+            dedup_key=key,
+            dedup_ttl_seconds=_DEDUP_TTL_SECONDS,
+            conversation_id=conversation_id,
+            shortest_wait_seconds=shortest_wait,
+            **turn,
         )
     except redis.RedisError as exc:
         logger.warning("webhook.dedup_unavailable", extra={"error_type": type(exc).__name__})
@@ -304,13 +300,13 @@ class TurnPart:
 
 
 def prefetch_turn(conversation_id: uuid.UUID) -> None:
-    """Prepare a waiting turn's knowledge query while the customer pauses (see buffer_service.Dispatcher).
+    """Prepare a waiting turn's knowledge query while the customer pauses (see scheduling.Dispatcher).
 
     Only text turns the bot will answer: a voice note's words are not known before the turn transcribes
     it, and a muted bot or an open handover searches no knowledge."""
     with session_scope() as session:
         conversation, now = session.execute(select(Conversation, func.now()).where(Conversation.id == conversation_id)).one()
-        if conversation.bot_muted(now) or escalation_service.open_handover(session, conversation_id) is not None:
+        if conversation.bot_muted(now) or lifecycle.open_handover(session, conversation_id) is not None:
             return
         rows = session.execute(
             select(Message.type, Message.content)
@@ -319,7 +315,7 @@ def prefetch_turn(conversation_id: uuid.UUID) -> None:
         ).all()
     if not rows or any(type_ != "text" for type_, _ in rows):
         return
-    kb_service.warm_query("\n".join(content for _, content in rows if content.strip()))
+    kb.warm_query("\n".join(content for _, content in rows if content.strip()))
 
 
 @dataclass(frozen=True)
@@ -335,12 +331,12 @@ class Decision:
 
 def process_turn(conversation_id: uuid.UUID) -> str:
     """Answer the conversation's pending turn once it is due. Returns what happened (for logs and tests)."""
-    if buffer_service.claim_due(conversation_id) > 0:
+    if scheduling.claim_due(conversation_id) > 0:
         return "rescheduled"  # a later message moved the turn: it is dispatched again when due
-    lock = buffer_service.turn_lock(conversation_id)
+    lock = scheduling.turn_lock(conversation_id)
     if not lock.acquire():
         # Another worker is answering this conversation; come back after it has finished.
-        buffer_service.enqueue_turn(conversation_id, delay_seconds=0.5)
+        scheduling.enqueue_turn(conversation_id, delay_seconds=0.5)
         return "locked"
     try:
         return _run_turn(conversation_id)
@@ -363,12 +359,12 @@ def _run_turn(conversation_id: uuid.UUID) -> str:
         _release(turn)  # the job is retried with backoff; the messages must be there to claim again
         raise
     for outbox_id in outbox_ids:
-        outbox_service.deliver(outbox_id)
+        outbox.deliver(outbox_id)
     response_ms = _response_time_ms(turn)
     metrics.turns.labels(turn.client_slug, outcome).inc()
     if outcome in ("answer", "escalate", "escalate_repeat", "opt_out"):
         metrics.response_time.labels(turn.client_slug).observe(response_ms / 1000)
-        alert_service.record_response(response_ms / 1000)
+        alerts.record_response(response_ms / 1000)
     if outcome == "escalate":
         metrics.escalations.labels(turn.client_slug, decision.reason or "-").inc()
     logger.info(
@@ -423,7 +419,7 @@ def _open_turn(conversation_id: uuid.UUID) -> Turn | None:
             .join(User, User.id == Conversation.user_id)
             .where(Conversation.id == conversation_id)
         ).one()
-        handover = escalation_service.open_handover(session, conversation_id)
+        handover = lifecycle.open_handover(session, conversation_id)
         return Turn(
             id=turn_id,
             conversation_id=conversation_id,
@@ -431,7 +427,7 @@ def _open_turn(conversation_id: uuid.UUID) -> Turn | None:
             client_slug=client.slug,
             client_name=client.name,
             prompt=client.prompt,
-            client_settings=client_service.settings_of(client),
+            client_settings=clients.settings_of(client),
             phone=user.phone,
             customer_name=user.name,
             messages=claimed,
@@ -482,8 +478,8 @@ def _transcribe(turn: Turn, message: Message, media: dict[str, Any] | None) -> s
     try:
         if not media:
             raise MediaRejected("missing")
-        blob = media_service.fetch_media(media=media)
-        transcript = stt_service.transcribe(audio=blob.data, filename=blob.filename, mimetype=blob.mimetype).text.strip()
+        blob = fetch_media(media=media)
+        transcript = stt.transcribe(audio=blob.data, filename=blob.filename, mimetype=blob.mimetype).text.strip()
     except (MediaRejected, ExternalServiceError, ConfigError) as exc:
         logger.warning("turn.voice_failed", extra={**turn.log, "error_type": type(exc).__name__, "reason": getattr(exc, "reason", None)})
         return None
@@ -509,21 +505,21 @@ def _decide(turn: Turn) -> Decision:
         if turn.attachments_only:
             return Decision("answer", text=replies.MEDIA_RECEIVED)
         return Decision("store")
-    intent = intent_service.classify(turn.customer_text, history=turn.history)
-    base = {"intent": intent.intent, "intent_source": intent.source}
+    found = intent.classify(turn.customer_text, history=turn.history)
+    base = {"intent": found.intent, "intent_source": found.source}
     if turn.handover_status is not None:
-        if intent.intent == "opt_out" and turn.handover_status == "pending":
+        if found.intent == "opt_out" and turn.handover_status == "pending":
             return Decision("opt_out", text=replies.OPT_OUT_ACK, **base)
         return Decision("forward", **base)
     if turn.bot_muted:
-        if intent.intent == "human_request":
+        if found.intent == "human_request":
             return Decision("escalate", text=replies.HANDOVER_ACK, reason="human_request", **base)
         return Decision("store", **base)
-    if intent.intent == "opt_out":
+    if found.intent == "opt_out":
         return Decision("opt_out", text=replies.OPT_OUT_ACK, **base)
-    if intent.intent in intent_service.ESCALATE_INTENTS:
-        ack = replies.HANDOVER_ACK_FRUSTRATION if intent.intent == "frustration" else replies.HANDOVER_ACK
-        return Decision("escalate", text=ack, reason=intent.intent, **base)
+    if found.intent in intent.ESCALATE_INTENTS:
+        ack = replies.HANDOVER_ACK_FRUSTRATION if found.intent == "frustration" else replies.HANDOVER_ACK
+        return Decision("escalate", text=ack, reason=found.intent, **base)
     return _answer(turn, base)
 
 
@@ -533,12 +529,12 @@ def _answer(turn: Turn, base: dict[str, Any]) -> Decision:
     hits = _knowledge(turn)
     relevant = [hit for hit in hits or [] if hit.score >= settings.kb_min_score]
     has_knowledge_base = bool(hits)
-    if not ai_service.is_configured():
+    if not assistant.is_configured():
         return _answer_offline(turn, base, relevant)
     if base.get("intent") == "question" and has_knowledge_base and not relevant:
         return _no_knowledge(turn, base)
     try:
-        answer = ai_service.generate_reply(
+        answer = assistant.generate_reply(
             system_prompt=turn.prompt,
             history=turn.history,
             turn_text=turn.text,
@@ -553,18 +549,18 @@ def _answer(turn: Turn, base: dict[str, Any]) -> Decision:
     return Decision("answer", text=answer, **base)
 
 
-def _knowledge(turn: Turn) -> list[kb_service.KnowledgeHit] | None:
+def _knowledge(turn: Turn) -> list[kb.KnowledgeHit] | None:
     """The client's best chunks for this turn; None when the knowledge base is unreachable (answer without it)."""
     try:
-        return kb_service.search(client_id=str(turn.client_id), query=turn.customer_text, limit=settings.kb_top_k)
+        return kb.search(client_id=str(turn.client_id), query=turn.customer_text, limit=settings.kb_top_k)
     except ExternalServiceError:
-        return None  # qdrant_service has logged it with service=qdrant
+        return None  # qdrant has logged it with service=qdrant
     except Exception as exc:  # the knowledge base is an aid: a bug in it must not cost the customer an answer
         logger.exception("kb.search_crashed", extra={**turn.log, "error_type": type(exc).__name__})
         return None
 
 
-def _answer_offline(turn: Turn, base: dict[str, Any], relevant: list[kb_service.KnowledgeHit]) -> Decision:
+def _answer_offline(turn: Turn, base: dict[str, Any], relevant: list[kb.KnowledgeHit]) -> Decision:
     """No language model: greet, or quote the knowledge passage when it is a confident match."""
     if base.get("intent") == "greeting":
         return Decision("answer", text=replies.GREETING, **base)
@@ -579,7 +575,7 @@ def _no_knowledge(turn: Turn, base: dict[str, Any]) -> Decision:
     return Decision("answer", text=FALLBACK_RESPONSES["no_knowledge"], **base)
 
 
-def _passage(hit: kb_service.KnowledgeHit) -> str:
+def _passage(hit: kb.KnowledgeHit) -> str:
     """A chunk as an answer: without its heading path line, at most ~1000 characters."""
     body = hit.text
     if hit.heading and body.startswith(hit.heading):
@@ -596,7 +592,7 @@ def _finish(turn: Turn, decision: Decision) -> tuple[str, list[uuid.UUID]]:
         if newer:
             session.execute(_unclaim(turn.id))
             return "superseded", []
-        handover = escalation_service.open_handover(session, conversation.id, lock=True)
+        handover = lifecycle.open_handover(session, conversation.id, lock=True)
         if handover is not None and decision.action in ("answer", "escalate", "store"):
             # A manager stepped in while this turn was being decided: the bot keeps quiet.
             decision = Decision("forward", intent=decision.intent, intent_source=decision.intent_source)
@@ -608,9 +604,9 @@ def _finish(turn: Turn, decision: Decision) -> tuple[str, list[uuid.UUID]]:
         outcome = decision.action
         if decision.action == "forward":
             _forward(session, turn)
-            escalation_service.touch(session, conversation.id)
+            lifecycle.touch(session, conversation.id)
         elif decision.action == "escalate":
-            escalation = escalation_service.escalate(
+            escalation = lifecycle.escalate(
                 session, conversation=conversation, reason=decision.reason or "human_request", client_settings=turn.client_settings
             )
             if not escalation.created:
@@ -620,19 +616,19 @@ def _finish(turn: Turn, decision: Decision) -> tuple[str, list[uuid.UUID]]:
             _reply(session, turn, text_, reason=decision.reason)
         elif decision.action == "opt_out":
             if handover is not None and handover.status == "pending":
-                escalation_service.cancel(session, handover=handover, conversation=conversation)
+                lifecycle.cancel(session, handover=handover, conversation=conversation)
             _mute_for_opt_out(session, conversation, turn.client_settings)
             _reply(session, turn, decision.text or replies.OPT_OUT_ACK, reason="opt_out")
         elif decision.action == "answer" and decision.text:
             _reply(session, turn, decision.text)
         else:
             outcome = "stored"
-        outbox_ids = outbox_service.written(session)
+        outbox_ids = outbox.written(session)
     return outcome, outbox_ids
 
 
 def _reply(session: Session, turn: Turn, text_: str, *, reason: str | None = None) -> uuid.UUID:
-    return outbox_service.queue_whatsapp_text(
+    return outbox.queue_whatsapp_text(
         session,
         client_id=turn.client_id,
         conversation_id=turn.conversation_id,
@@ -646,15 +642,13 @@ def _reply(session: Session, turn: Turn, text_: str, *, reason: str | None = Non
 
 def _forward(session: Session, turn: Turn, *, repeat: bool = False) -> uuid.UUID:
     """The customer's turn into their Telegram topic, escaped so no character can break the message."""
-    body = escalation_service.customer_line(turn.customer_name, turn.text or "(сообщение без текста)")
+    body = lifecycle.customer_line(turn.customer_name, turn.text or "(сообщение без текста)")
     if repeat:
         body = "🔁 Клиент снова просит менеджера\n" + body
-    item = escalation_service.queue_topic_text(session, client_id=turn.client_id, conversation_id=turn.conversation_id, text=body)
+    item = lifecycle.queue_topic_text(session, client_id=turn.client_id, conversation_id=turn.conversation_id, text=body)
     for part in turn.parts:
         if part.media and part.type in (*_ATTACHMENTS, "audio"):
-            escalation_service.queue_topic_media(
-                session, client_id=turn.client_id, conversation_id=turn.conversation_id, message_id=part.message_id
-            )
+            lifecycle.queue_topic_media(session, client_id=turn.client_id, conversation_id=turn.conversation_id, message_id=part.message_id)
     return item
 
 

@@ -20,7 +20,8 @@ from app.config import settings
 from app.db import session_scope
 from app.models import Client, Conversation, Message, OutboxItem, User
 from app.redis_client import redis_client
-from app.services import alert_service, whatsapp_service
+from app.services.channels import whatsapp
+from app.services.operations import alerts
 from app.utils.errors import ConfigError, ExternalServiceError
 from app.utils.text import split_text
 
@@ -274,7 +275,7 @@ def _failed(delivery: Delivery, error: str, *, retryable: bool) -> str:
     }
     if give_up:
         metrics.outbox_failed.labels(delivery.client.slug, delivery.channel).inc()
-        alert_service.delivery_failed(delivery.client.slug, delivery.channel, error)
+        alerts.delivery_failed(delivery.client.slug, delivery.channel, error)
         logger.error("outbox.gave_up", extra={**extra, "conversation_id": str(delivery.conversation_id), "client": delivery.client.slug})
         for listener in gave_up_listeners:
             try:
@@ -320,11 +321,11 @@ def deliver_whatsapp_text(delivery: Delivery, save_progress: Callable[[dict[str,
     phone = delivery.payload.get("phone") or delivery.phone
     if not phone:
         raise ConfigError("outbox item has no phone to send to")
-    creds = whatsapp_service.credentials_for(delivery.client)
+    creds = whatsapp.credentials_for(delivery.client)
     sent_ids: list[str | None] = list(delivery.result.get("message_ids", []))
     parts: list[str] = delivery.payload["parts"]
     for part in parts[len(sent_ids) :]:
-        message_id = whatsapp_service.send_text(creds=creds, phone=phone, text=part)
+        message_id = whatsapp.send_text(creds=creds, phone=phone, text=part)
         remember_echo(delivery.client.id, phone, part, message_id)
         sent_ids.append(message_id)
         if len(sent_ids) < len(parts):  # the last part is recorded with the item's "sent" in deliver()

@@ -19,9 +19,12 @@ from app.models import Client, Conversation, Handover, HandoverEvent, Message, U
 from app.models.handover import OPEN_HANDOVER_STATUSES
 from app.redis_client import redis_client
 from app.schemas.client import ClientSettings
-from app.services import client_service, media_service, outbox_service, replies, state_machine, telegram_service
-from app.services.outbox_service import Delivery
-from app.services.telegram_service import TopicNotFound, escape
+from app.services import clients, replies
+from app.services.channels import outbox, telegram
+from app.services.channels.media import fetch_media
+from app.services.channels.outbox import Delivery
+from app.services.channels.telegram import TopicNotFound, escape
+from app.services.handover import state_machine
 from app.utils.errors import ConfigError, MediaRejected
 from app.utils.text import truncate
 
@@ -142,7 +145,7 @@ def touch(session: Session, conversation_id: uuid.UUID) -> None:
 
 def queue_card(session: Session, handover: Handover) -> None:
     """(Re)render the handover card in the customer's topic from the handover's current state."""
-    outbox_service.add(
+    outbox.add(
         session,
         client_id=handover.client_id,
         conversation_id=handover.conversation_id,
@@ -156,7 +159,7 @@ def queue_topic_text(
     session: Session, *, client_id: uuid.UUID, conversation_id: uuid.UUID, text: str, reply_to: int | None = None
 ) -> uuid.UUID:
     """A message into the customer's topic (HTML: escape customer text before passing it)."""
-    return outbox_service.add(
+    return outbox.add(
         session,
         client_id=client_id,
         conversation_id=conversation_id,
@@ -168,7 +171,7 @@ def queue_topic_text(
 
 def queue_topic_media(session: Session, *, client_id: uuid.UUID, conversation_id: uuid.UUID, message_id: uuid.UUID) -> uuid.UUID:
     """The customer's file (photo, voice note, document) into their topic, fetched at delivery time."""
-    return outbox_service.add(
+    return outbox.add(
         session,
         client_id=client_id,
         conversation_id=conversation_id,
@@ -207,7 +210,7 @@ def card_text(session: Session, handover: Handover) -> str:
         lines.append("Последние сообщения:")
         icons = {"user": "👤", "assistant": "🤖", "manager": "🧑‍💼"}
         lines += [f"{icons[role]} {escape(truncate(content, 400))}" for role, content in reversed(recent)]
-    return truncate("\n".join(lines), telegram_service.TEXT_LIMIT)
+    return truncate("\n".join(lines), telegram.TEXT_LIMIT)
 
 
 def card_buttons(handover: Handover) -> dict[str, Any] | None:
@@ -242,7 +245,7 @@ def ensure_topic(client: Client, conversation_id: uuid.UUID, *, stale: int | Non
             user = session.get(User, conversation.user_id)
             assert user is not None
             name = topic_name(user)
-        topic_id = telegram_service.create_topic(telegram_service.bot_for(client), chat_id=telegram_service.chat_for(client), name=name)
+        topic_id = telegram.create_topic(telegram.bot_for(client), chat_id=telegram.chat_for(client), name=name)
         with session_scope() as session:
             session.execute(update(Conversation).where(Conversation.id == conversation_id).values(telegram_topic_id=topic_id))
         logger.info(
@@ -273,41 +276,41 @@ def _in_topic(delivery: Delivery, send: Callable[[int], dict[str, Any]]) -> dict
         return send(ensure_topic(delivery.client, delivery.conversation_id, stale=topic_id))
 
 
-@outbox_service.handler("telegram", "topic_text")
+@outbox.handler("telegram", "topic_text")
 def _deliver_topic_text(delivery: Delivery, save_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    bot, chat_id = telegram_service.bot_for(delivery.client), telegram_service.chat_for(delivery.client)
+    bot, chat_id = telegram.bot_for(delivery.client), telegram.chat_for(delivery.client)
     text, reply_to = delivery.payload["text"], delivery.payload.get("reply_to")
 
     def send(topic_id: int) -> dict[str, Any]:
         if reply_to:
-            ids = [telegram_service.send_message(bot, chat_id=chat_id, thread_id=topic_id, text=text, reply_to=reply_to)]
+            ids = [telegram.send_message(bot, chat_id=chat_id, thread_id=topic_id, text=text, reply_to=reply_to)]
         else:
-            ids = telegram_service.send_long(bot, chat_id=chat_id, thread_id=topic_id, text=text)
+            ids = telegram.send_long(bot, chat_id=chat_id, thread_id=topic_id, text=text)
         return {"message_ids": ids, "topic_id": topic_id}
 
     return _in_topic(delivery, send)
 
 
-@outbox_service.handler("telegram", "topic_media")
+@outbox.handler("telegram", "topic_media")
 def _deliver_topic_media(delivery: Delivery, save_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    bot, chat_id = telegram_service.bot_for(delivery.client), telegram_service.chat_for(delivery.client)
+    bot, chat_id = telegram.bot_for(delivery.client), telegram.chat_for(delivery.client)
     with session_scope() as session:
         message = session.get(Message, uuid.UUID(delivery.payload["message_id"]))
         if message is None:
             return {"skipped": "message gone"}
         kind, caption, media = message.type, message.content, (message.meta or {}).get("media") or {}
     try:
-        blob = media_service.fetch_media(media=media)
+        blob = fetch_media(media=media)
     except MediaRejected as exc:
         note = f"📎 Клиент прислал файл, но получить его не удалось ({exc.reason})."
 
         def send_note(topic_id: int) -> dict[str, Any]:
-            return {"message_ids": [telegram_service.send_message(bot, chat_id=chat_id, thread_id=topic_id, text=note)]}
+            return {"message_ids": [telegram.send_message(bot, chat_id=chat_id, thread_id=topic_id, text=note)]}
 
         return _in_topic(delivery, send_note)
 
     def send(topic_id: int) -> dict[str, Any]:
-        message_id = telegram_service.send_file(
+        message_id = telegram.send_file(
             bot,
             chat_id=chat_id,
             thread_id=topic_id,
@@ -322,10 +325,10 @@ def _deliver_topic_media(delivery: Delivery, save_progress: Callable[[dict[str, 
     return _in_topic(delivery, send)
 
 
-@outbox_service.handler("telegram", "card")
+@outbox.handler("telegram", "card")
 def _deliver_card(delivery: Delivery, save_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Render the card from the handover's state now: send and pin it once, afterwards edit it in place."""
-    bot, chat_id = telegram_service.bot_for(delivery.client), telegram_service.chat_for(delivery.client)
+    bot, chat_id = telegram.bot_for(delivery.client), telegram.chat_for(delivery.client)
     handover_id = uuid.UUID(delivery.payload["handover_id"])
 
     def send(topic_id: int) -> dict[str, Any]:
@@ -341,22 +344,22 @@ def _deliver_card(delivery: Delivery, save_progress: Callable[[dict[str, Any]], 
             )
         is_open = status in OPEN_HANDOVER_STATUSES
         if message_id is None:
-            message_id = telegram_service.send_message(bot, chat_id=chat_id, thread_id=topic_id, text=text, reply_markup=buttons)
+            message_id = telegram.send_message(bot, chat_id=chat_id, thread_id=topic_id, text=text, reply_markup=buttons)
             with session_scope() as session:
                 session.execute(update(Handover).where(Handover.id == handover_id).values(telegram_message_id=message_id))
             if is_open:
-                telegram_service.pin(bot, chat_id=chat_id, message_id=message_id)
+                telegram.pin(bot, chat_id=chat_id, message_id=message_id)
         else:
             try:
-                telegram_service.edit_message(bot, chat_id=chat_id, message_id=message_id, text=text, reply_markup=buttons)
+                telegram.edit_message(bot, chat_id=chat_id, message_id=message_id, text=text, reply_markup=buttons)
             except TopicNotFound:
                 raise
-            except telegram_service.TelegramError as exc:
+            except telegram.TelegramError as exc:
                 if exc.code != 400:
                     raise
                 logger.warning("telegram.card_not_editable", extra={"handover_id": str(handover_id), "error": exc.message[:200]})
             if not is_open:
-                telegram_service.unpin(bot, chat_id=chat_id, message_id=message_id)
+                telegram.unpin(bot, chat_id=chat_id, message_id=message_id)
         return {"message_id": message_id, "topic_id": topic_id}
 
     def send_or_recreate(topic_id: int) -> dict[str, Any]:
@@ -392,7 +395,7 @@ def handle_callback(session: Session, *, client: Client, data: str, manager_id: 
     conversation = session.get(Conversation, handover.conversation_id)
     assert conversation is not None
     now = _now(session)
-    settings_ = client_service.settings_of(client)
+    settings_ = clients.settings_of(client)
     if action == "skip":
         session.add(HandoverEvent(handover_id=handover.id, action="skip", actor_id=manager_id, actor_name=manager_name))
         return CallbackAnswer("Пропущено: заявка осталась для других")
@@ -452,7 +455,7 @@ def queue_customer_text(
     """Store a message to the customer and put it in the outbox, in the caller's transaction."""
     phone = session.scalar(select(User.phone).where(User.id == conversation.user_id))
     assert phone is not None
-    return outbox_service.queue_whatsapp_text(
+    return outbox.queue_whatsapp_text(
         session,
         client_id=conversation.client_id,
         conversation_id=conversation.id,
@@ -475,7 +478,7 @@ def check_pending(now: datetime | None = None) -> int:
             select(Handover, Client).join(Client, Client.id == Handover.client_id).where(Handover.status == "pending")
         ).all()
         for handover, client in rows:
-            settings_ = client_service.settings_of(client)
+            settings_ = clients.settings_of(client)
             idle = now - handover.last_activity_at
             if idle >= timedelta(minutes=settings_.auto_close_minutes):
                 done += _auto_close(session, handover, now)
