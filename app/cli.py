@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from app.cli_kb import add_kb_commands
 from app.config import settings
 from app.db import session_scope
-from app.models import Client, Conversation, Message, User
+from app.models import Client, Conversation, Message, MessageRole, MessageStatus, User
 from app.services import clients
 from app.services.channels import telegram
 from app.services.conversation import intent
@@ -153,12 +153,12 @@ def _wait_for_reply(slug: str, phone: str, message_id: str, *, timeout: float) -
             asked = session.scalar(
                 select(Message).join(Client, Client.id == Message.client_id).where(Client.slug == slug, Message.external_id == message_id)
             )
-            if asked is not None and asked.turn_id is not None and asked.status == "processed":
+            if asked is not None and asked.turn_id is not None and asked.status == MessageStatus.PROCESSED:
                 reply = session.scalar(
                     select(Message)
                     .join(Conversation, Conversation.id == Message.conversation_id)
                     .join(User, User.id == Conversation.user_id)
-                    .where(User.phone == phone, Message.role == "assistant", Message.turn_id == asked.turn_id)
+                    .where(User.phone == phone, Message.role == MessageRole.ASSISTANT, Message.turn_id == asked.turn_id)
                 )
                 if reply is not None:
                     return reply

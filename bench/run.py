@@ -532,9 +532,8 @@ class Bench:
             ("floor", "bench.floor:app", self.env()), ("service", "app.main:app", self.env(WORKER_MODE="off", **opts.service_env))
         )
         results["floor_closed"], results["service_closed"] = self.closed_pair(floor, service, prof="profile-ack" if opts.profile else None)
-        log(
-            f"  closed loop: floor {results['floor_closed']['requests_per_s']} req/s, service {results['service_closed']['requests_per_s']} req/s"
-        )
+        floor_rps, service_rps = results["floor_closed"]["requests_per_s"], results["service_closed"]["requests_per_s"]
+        log(f"  closed loop: floor {floor_rps} req/s, service {service_rps} req/s")
         results["floor_open"] = self.open(floor, part=3)
         results["service_open"] = self.open(service, part=4)
         log(f"  p99 at {opts.rate:.0f} req/s: floor {results['floor_open']['latency_ms']['p99']} ms, "

@@ -12,7 +12,20 @@ import pytest
 from sqlalchemy import func, select, update
 
 from app.db import session_scope
-from app.models import Conversation, Handover, HandoverEvent, Message, OutboxItem
+from app.models import (
+    BotStatus,
+    Conversation,
+    ConversationState,
+    Handover,
+    HandoverEvent,
+    HandoverReason,
+    HandoverStatus,
+    Message,
+    MessageRole,
+    MessageStatus,
+    OutboxItem,
+    OutboxStatus,
+)
 from app.services import replies
 from app.services.handover import lifecycle
 from fakes.telegram import make_callback_update, make_message_update, make_user
@@ -83,7 +96,7 @@ def card(telegram, card_id):
 def test_request_for_a_human_opens_a_handover_with_a_pinned_card(api, salon, llm, chatflow, telegram):
     h, topic, card_id = escalated(api, telegram, chatflow)
 
-    assert (h.status, h.reason) == ("pending", "human_request")
+    assert (h.status, h.reason) == (HandoverStatus.PENDING, HandoverReason.HUMAN_REQUEST)
     assert wait_until(lambda: chatflow.sent_texts(PHONE)) == [replies.HANDOVER_ACK]
     assert llm.chat_requests() == []  # the bot does not try to answer it itself
     [t] = telegram.topics(CHAT)
@@ -92,7 +105,7 @@ def test_request_for_a_human_opens_a_handover_with_a_pinned_card(api, salon, llm
     assert "Нужен менеджер" in text and "просит менеджера" in text and "Позовите менеджера" in text
     assert card(telegram, card_id).callback_data() == [f"take_{h.id}", f"skip_{h.id}", f"resolve_{h.id}", f"return_{h.id}"]
     c = conversation()
-    assert (c.state, c.bot_status) == ("pending", "muted")
+    assert (c.state, c.bot_status) == (ConversationState.PENDING, BotStatus.MUTED)
 
 
 def test_frustration_gets_a_softer_answer(api, salon, chatflow, telegram):
@@ -126,7 +139,7 @@ def test_take_assigns_and_a_second_manager_is_told_who_has_it(api, salon, chatfl
 
     answer = press(api, card_id, topic, ANNA, f"take_{h.id}")
     assert answer["method"] == "answerCallbackQuery" and answer["show_alert"] is False
-    assert (handover().status, handover().assigned_to) == ("active", "Анна")
+    assert (handover().status, handover().assigned_to) == (HandoverStatus.ACTIVE, "Анна")
     wait_until(lambda: card(telegram, card_id).callback_data() == [f"resolve_{h.id}", f"return_{h.id}"], message="buttons updated")
     assert "В работе · Анна" in visible(card(telegram, card_id).text)
 
@@ -155,10 +168,10 @@ def test_resolve_unmutes_unpins_and_the_bot_continues_after_the_manager(api, sal
     wait_until(lambda: len(chatflow.sent_texts(PHONE)) == 2)
 
     press(api, card_id, topic, ANNA, f"resolve_{h.id}")
-    assert handover().status == "resolved"
+    assert handover().status == HandoverStatus.RESOLVED
     wait_until(lambda: telegram.pinned(CHAT) == [], message="card unpinned")
     wait_until(lambda: card(telegram, card_id).callback_data() == [], message="buttons removed")
-    assert (conversation().state, conversation().bot_status) == ("bot", "active")
+    assert (conversation().state, conversation().bot_status) == (ConversationState.BOT, BotStatus.ACTIVE)
 
     llm.set_reply("Да, ждём вас в 15:00.")
     say(api, "Спасибо! А во сколько мне прийти?")
@@ -175,14 +188,14 @@ def test_double_press_on_resolve_is_harmless(api, salon, chatflow, telegram):
     assert again["text"] == "Заявка уже закрыта"
     wait_until(lambda: _outbox_settled(), message="card edits delivered")
     with session_scope() as session:
-        assert session.scalar(select(func.count()).select_from(OutboxItem).where(OutboxItem.status == "failed")) == 0
+        assert session.scalar(select(func.count()).select_from(OutboxItem).where(OutboxItem.status == OutboxStatus.FAILED)) == 0
 
 
 def test_skip_is_recorded_and_the_card_stays(api, salon, chatflow, telegram):
     h, topic, card_id = escalated(api, telegram, chatflow)
     answer = press(api, card_id, topic, BOLAT, f"skip_{h.id}")
     assert "Пропущено" in answer["text"]
-    assert handover().status == "pending" and telegram.pinned(CHAT) == [card_id]
+    assert handover().status == HandoverStatus.PENDING and telegram.pinned(CHAT) == [card_id]
     with session_scope() as session:
         assert session.scalar(select(HandoverEvent.actor_name).where(HandoverEvent.action == "skip")) == "Болат"
 
@@ -190,8 +203,8 @@ def test_skip_is_recorded_and_the_card_stays(api, salon, chatflow, telegram):
 def test_return_to_bot(api, salon, chatflow, telegram):
     h, topic, card_id = escalated(api, telegram, chatflow)
     press(api, card_id, topic, ANNA, f"return_{h.id}")
-    assert handover().status == "bot_handling"
-    assert (conversation().state, conversation().bot_status) == ("bot", "active")
+    assert handover().status == HandoverStatus.BOT_HANDLING
+    assert (conversation().state, conversation().bot_status) == (ConversationState.BOT, BotStatus.ACTIVE)
 
 
 def test_manager_reply_reaches_whatsapp_and_is_confirmed(api, salon, chatflow, telegram):
@@ -203,10 +216,10 @@ def test_manager_reply_reaches_whatsapp_and_is_confirmed(api, salon, chatflow, t
     wait_until(lambda: [m for m in telegram.messages(CHAT, topic) if m.text == "✅ Доставлено"], message="confirmation")
     [confirm] = [c for c in telegram.calls("sendMessage") if c["text"] == "✅ Доставлено"]
     assert confirm["reply_parameters"]["message_id"] == update["message"]["message_id"]  # a reply to the manager's message
-    assert (handover().status, handover().assigned_to) == ("active", "Анна")  # replying took it
+    assert (handover().status, handover().assigned_to) == (HandoverStatus.ACTIVE, "Анна")  # replying took it
     with session_scope() as session:
-        stored = session.scalar(select(Message).where(Message.role == "manager"))
-        assert stored is not None and (stored.content, stored.status) == ("Добрый день! Чем могу помочь?", "sent")
+        stored = session.scalar(select(Message).where(Message.role == MessageRole.MANAGER))
+        assert stored is not None and (stored.content, stored.status) == ("Добрый день! Чем могу помочь?", MessageStatus.SENT)
 
 
 def test_manager_reply_when_whatsapp_is_down_is_reported_in_the_topic(api, salon, chatflow, telegram, monkeypatch):
@@ -223,7 +236,7 @@ def test_manager_reply_when_whatsapp_is_down_is_reported_in_the_topic(api, salon
     wait_until(lambda: any(m.text.startswith("⚠️ Пока не доставлено") for m in telegram.messages(CHAT, topic)), message="first notice")
     wait_until(lambda: any(m.text.startswith("❌ Не доставлено") for m in telegram.messages(CHAT, topic)), message="final failure notice")
     with session_scope() as session:
-        assert session.scalar(select(Message.status).where(Message.role == "manager")) == "failed"
+        assert session.scalar(select(Message.status).where(Message.role == MessageRole.MANAGER)) == MessageStatus.FAILED
 
 
 def test_deleted_topic_is_recreated(api, salon, chatflow, telegram):
@@ -264,7 +277,7 @@ def test_customer_no_mutes_the_bot_without_a_handover(api, salon, llm, chatflow,
     say(api, "Стоп, не пишите мне больше")
     assert wait_until(lambda: chatflow.sent_texts(PHONE)) == [replies.OPT_OUT_ACK]
     c = conversation()
-    assert c.bot_status == "muted" and c.mute_count == 1
+    assert c.bot_status == BotStatus.MUTED and c.mute_count == 1
     muted_for = c.bot_muted_until - c.updated_at
     assert timedelta(minutes=29) < muted_for <= timedelta(minutes=31)
 
@@ -296,10 +309,10 @@ def test_customer_no_while_waiting_cancels_the_handover(api, salon, chatflow, te
     _h, topic, _card_id = escalated(api, telegram, chatflow)
     wait_until(lambda: chatflow.sent_texts(PHONE))
     say(api, "Не надо, отстаньте")
-    wait_until(lambda: handover().status == "resolved", message="handover cancelled")
+    wait_until(lambda: handover().status == HandoverStatus.RESOLVED, message="handover cancelled")
     wait_until(lambda: telegram.pinned(CHAT) == [])
     wait_until(lambda: any("отказался" in m.text for m in telegram.messages(CHAT, topic)), message="the notice for managers")
-    assert conversation().bot_status == "muted"
+    assert conversation().bot_status == BotStatus.MUTED
 
 
 def test_staff_writing_from_the_business_phone_mutes_the_bot(api, salon, llm, chatflow, telegram):
@@ -309,7 +322,7 @@ def test_staff_writing_from_the_business_phone_mutes_the_bot(api, salon, llm, ch
     say(api, "Хорошо, жду")
     time.sleep(0.8)
     assert chatflow.sent_texts(PHONE) == [] and llm.chat_requests() == []
-    assert conversation().bot_status == "muted"
+    assert conversation().bot_status == BotStatus.MUTED
 
 
 def test_repeated_requests_in_cooldown_do_not_open_new_handovers(api, salon, chatflow, telegram):
@@ -360,22 +373,24 @@ def test_reminders_then_auto_close_count_from_the_last_activity(api, make_client
     idle(121)
     assert lifecycle.check_pending() == 1
     _deliver_all()
-    assert handover().status == "timeout"
+    assert handover().status == HandoverStatus.TIMEOUT
     assert replies.HANDOVER_TIMEOUT in chatflow.sent_texts(PHONE)
     assert telegram.pinned(CHAT) == [] and card(telegram, card_id).callback_data() == []
-    assert (conversation().state, conversation().bot_status) == ("bot", "active")
+    assert (conversation().state, conversation().bot_status) == (ConversationState.BOT, BotStatus.ACTIVE)
 
 
 def _outbox_settled() -> bool:
     with session_scope() as session:
-        return not session.scalar(select(func.count()).select_from(OutboxItem).where(OutboxItem.status.in_(("pending", "sending"))))
+        return not session.scalar(
+            select(func.count()).select_from(OutboxItem).where(OutboxItem.status.in_((OutboxStatus.PENDING, OutboxStatus.SENDING)))
+        )
 
 
 def _deliver_all() -> None:
     from app.services.channels import outbox
 
     with session_scope() as session:
-        ids = list(session.scalars(select(OutboxItem.id).where(OutboxItem.status == "pending").order_by(OutboxItem.created_at)))
+        ids = list(session.scalars(select(OutboxItem.id).where(OutboxItem.status == OutboxStatus.PENDING).order_by(OutboxItem.created_at)))
     for item_id in ids:
         outbox.deliver(item_id)
 

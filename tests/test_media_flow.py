@@ -7,7 +7,7 @@ import time
 from sqlalchemy import select
 
 from app.db import session_scope
-from app.models import Message
+from app.models import Message, MessageRole, MessageStatus
 from app.services import replies
 from tests.helpers import chatflow_payload, wait_until
 
@@ -29,7 +29,7 @@ def image(caption: str | None, url: str) -> dict:
     return chatflow_payload("", phone=PHONE, messageType="image", mediaData=media)
 
 
-def stored(role: str = "user") -> list[Message]:
+def stored(role: MessageRole = MessageRole.USER) -> list[Message]:
     with session_scope() as session:
         return list(session.scalars(select(Message).where(Message.role == role).order_by(Message.created_at)))
 
@@ -65,7 +65,7 @@ def test_unrecognised_voice_note_gets_one_polite_answer(api, make_client, llm, c
     assert len(chatflow.sent_texts(PHONE)) == 1 and llm.chat_requests() == []
     assert len(elevenlabs.requests) == 2  # one retry
     [message] = stored()
-    assert message.status == "processed"  # stored, not lost
+    assert message.status == MessageStatus.PROCESSED  # stored, not lost
 
 
 def test_voice_from_a_host_that_is_not_allowed_is_not_fetched(api, make_client, llm, chatflow, elevenlabs, monkeypatch):
@@ -140,7 +140,7 @@ def test_sticker_and_reaction_are_stored_silently(api, make_client, llm, chatflo
     make_client("salon")
     api.post("/webhook/salon", json=chatflow_payload("", phone=PHONE, messageType="sticker", mediaData={"mimetype": "image/webp"}))
     api.post("/webhook/salon", json=chatflow_payload("👍", phone=PHONE, messageType="reactionMessage"))
-    wait_until(lambda: all(m.status == "processed" for m in stored()) and len(stored()) == 2, message="both processed")
+    wait_until(lambda: all(m.status == MessageStatus.PROCESSED for m in stored()) and len(stored()) == 2, message="both processed")
     time.sleep(0.3)
     assert chatflow.sent_texts(PHONE) == [] and llm.chat_requests() == []
 

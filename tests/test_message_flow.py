@@ -7,13 +7,24 @@ from sqlalchemy import delete, select
 
 from app.config import settings
 from app.db import session_scope
-from app.models import Conversation, Handover, Message, OutboxItem, User
+from app.models import (
+    Conversation,
+    Handover,
+    HandoverReason,
+    HandoverStatus,
+    Message,
+    MessageRole,
+    MessageStatus,
+    OutboxItem,
+    OutboxStatus,
+    User,
+)
 from app.services.conversation import scheduling, turn
 from app.services.replies import FALLBACK_RESPONSES, GREETING
 from tests.helpers import chatflow_payload, wait_until
 
 
-def _messages(role: str | None = None) -> list[Message]:
+def _messages(role: MessageRole | None = None) -> list[Message]:
     with session_scope() as session:
         query = select(Message).order_by(Message.created_at)
         if role:
@@ -43,10 +54,17 @@ def test_message_is_answered_through_chatflow_and_stored(api, llm, chatflow, mak
     assert prompt[0]["role"] == "system" and "Лотос" in prompt[0]["content"]
     assert prompt[-1] == {"role": "user", "content": "Сколько стоит стрижка?"}
 
-    wait_until(lambda: _messages("assistant") and _messages("assistant")[0].status == "sent", message="reply marked sent")
+    wait_until(
+        lambda: _messages(MessageRole.ASSISTANT) and _messages(MessageRole.ASSISTANT)[0].status == MessageStatus.SENT,
+        message="reply marked sent",
+    )
     user_message, answer = _messages()
-    assert (user_message.role, user_message.status, user_message.content) == ("user", "processed", "Сколько стоит стрижка?")
-    assert (answer.role, answer.content) == ("assistant", "Стрижка стоит 5000 тенге.")
+    assert (user_message.role, user_message.status, user_message.content) == (
+        MessageRole.USER,
+        MessageStatus.PROCESSED,
+        "Сколько стоит стрижка?",
+    )
+    assert (answer.role, answer.content) == (MessageRole.ASSISTANT, "Стрижка стоит 5000 тенге.")
     assert answer.turn_id == user_message.turn_id
 
 
@@ -78,7 +96,7 @@ def test_duplicate_deliveries_get_one_answer(api, llm, chatflow, make_client):
     wait_until(lambda: chatflow.sent_texts())
     time.sleep(1.0)  # give a wrongly scheduled second turn the chance to answer again
     assert len(chatflow.sent_texts()) == 1
-    assert len(_messages("user")) == 1
+    assert len(_messages(MessageRole.USER)) == 1
     assert api.post("/webhook/salon", json=payload).json()["status"] == "duplicate"
 
 
@@ -137,8 +155,8 @@ def test_quick_messages_become_one_turn_with_one_answer(api, llm, chatflow, make
     assert len(chatflow.sent_texts()) == 1
     assert len(llm.requests) == 1
     assert llm.chat_requests()[0]["messages"][-1]["content"] == "Здравствуйте\nхотел узнать\nсколько стоит маникюр?"
-    users = _messages("user")
-    assert len({m.turn_id for m in users}) == 1 and all(m.status == "processed" for m in users)
+    users = _messages(MessageRole.USER)
+    assert len({m.turn_id for m in users}) == 1 and all(m.status == MessageStatus.PROCESSED for m in users)
 
 
 def test_a_burst_delivered_late_is_still_one_turn(api, llm, chatflow, make_client):
@@ -211,7 +229,7 @@ def test_openai_down_gives_fallback_and_ai_error_handover(api, llm, chatflow, ma
     assert len(llm.requests_to("/chat/completions")) == 2  # one retry, then the fallback
     with session_scope() as session:
         handover = session.scalar(select(Handover))
-    assert handover is not None and (handover.reason, handover.status) == ("ai_error", "pending")
+    assert handover is not None and (handover.reason, handover.status) == (HandoverReason.AI_ERROR, HandoverStatus.PENDING)
 
 
 def test_without_openai_key_the_bot_still_answers(api, chatflow, make_client):
@@ -231,16 +249,16 @@ def test_chatflow_success_false_is_retried_then_marked_failed(api, llm, chatflow
 
     api.post("/webhook/salon", json=chatflow_payload("Привет"))
 
-    wait_until(lambda: _outbox_status() == "failed", message="outbox item failed")
+    wait_until(lambda: _outbox_status() == OutboxStatus.FAILED, message="outbox item failed")
     assert len(chatflow.requests) == 2  # the first try and one retry
-    assert _messages("assistant")[0].status == "failed"
+    assert _messages(MessageRole.ASSISTANT)[0].status == MessageStatus.FAILED
 
 
 def test_chatflow_transient_failure_is_retried_and_sent_once(api, llm, chatflow, make_client):
     make_client("salon")
     chatflow.refuse(times=1)
     api.post("/webhook/salon", json=chatflow_payload("Привет"))
-    wait_until(lambda: _outbox_status() == "sent")
+    wait_until(lambda: _outbox_status() == OutboxStatus.SENT)
     assert len(chatflow.sent_texts()) == 1
 
 
@@ -250,7 +268,9 @@ def test_delivery_resumes_after_outage_without_resending(api, llm, chatflow, mak
     _break_after_first_send(chatflow, monkeypatch)
 
     api.post("/webhook/salon", json=chatflow_payload("Расскажите всё"))
-    wait_until(lambda: _outbox_status() == "pending" and len(chatflow.sent_texts()) == 1, message="first part sent, retry pending")
+    wait_until(
+        lambda: _outbox_status() == OutboxStatus.PENDING and len(chatflow.sent_texts()) == 1, message="first part sent, retry pending"
+    )
 
     chatflow.clear_faults()
     with session_scope() as session:
@@ -296,7 +316,7 @@ def test_turn_of_a_killed_worker_is_answered_once_after_restart(api, llm, chatfl
     with session_scope() as session:
         message = session.scalar(select(Message))
         assert message is not None
-        message.status, message.claimed_at = "processing", message.created_at.replace(year=2020)
+        message.status, message.claimed_at = MessageStatus.PROCESSING, message.created_at.replace(year=2020)
 
     monkeypatch.setattr(settings, "buffer_max_wait_seconds", 0)
     monkeypatch.setattr(maintenance, "_GRACE", maintenance.timedelta(0))
@@ -327,7 +347,7 @@ def _store_without_scheduling(client_id, payload) -> None:
 
     parsed = ChatFlowWebhook.model_validate(payload)
     assert parsed.phone is not None
-    assert turn._store(client_id=client_id, payload=parsed, phone=parsed.phone, role="user", status="received")
+    assert turn._store(client_id=client_id, payload=parsed, phone=parsed.phone, role=MessageRole.USER, status=MessageStatus.RECEIVED)
 
 
 def _break_after_first_send(chatflow, monkeypatch) -> None:

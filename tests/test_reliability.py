@@ -12,7 +12,18 @@ from sqlalchemy import create_engine, func, select, text
 
 from app.config import settings
 from app.db import engine, session_scope
-from app.models import Conversation, Handover, Message, OutboxItem
+from app.models import (
+    BotStatus,
+    Conversation,
+    ConversationState,
+    Handover,
+    HandoverStatus,
+    Message,
+    MessageRole,
+    OutboxChannel,
+    OutboxItem,
+    OutboxStatus,
+)
 from app.services.channels import outbox
 from app.services.operations import alerts, maintenance
 from app.services.replies import FALLBACK_RESPONSES
@@ -80,7 +91,7 @@ def test_redis_down_webhooks_are_accepted_and_answered_when_it_returns(api, make
         assert again.json() == {"status": "duplicate"}  # PostgreSQL's constraint still de-duplicates
         assert health.status_code == 200 and health.json()["status"] == "degraded" and health.json()["redis"].startswith("error")
         assert any("Health check failed" in a and "redis" in a for a in alerts.sent)
-        assert _count(Message, Message.role == "user") == 1
+        assert _count(Message, Message.role == MessageRole.USER) == 1
     wait_until(lambda: api.get("/health").json()["redis"] == "ok", timeout=10)
     assert any(a.startswith("✅ Health check OK") for a in alerts.sent)
 
@@ -118,7 +129,7 @@ def test_webhook_survives_a_postgres_restart_between_requests(api, make_client, 
         connection.execute(text(terminate), {"n": engine.url.database})
     admin.dispose()
     assert api.post("/webhook/salon", json=chatflow_payload("Вы работаете сегодня?")).json() == {"status": "ok"}
-    assert _count(Message, Message.role == "user") == 2
+    assert _count(Message, Message.role == MessageRole.USER) == 2
 
 
 def test_webhook_blocked_on_postgres_answers_503_in_bounded_time_and_the_retry_lands(api, make_client, llm, chatflow):
@@ -135,7 +146,7 @@ def test_webhook_blocked_on_postgres_answers_503_in_bounded_time_and_the_retry_l
     response = pending.result()
     assert response.status_code == 503 and response.headers.get("retry-after")
     assert api.post("/webhook/salon", json=payload).json()["status"] == "ok"
-    assert _count(Message, Message.role == "user") == 2
+    assert _count(Message, Message.role == MessageRole.USER) == 2
 
 
 # --- OpenAI ---------------------------------------------------------------------------------------------
@@ -175,14 +186,14 @@ def test_chatflow_down_gives_up_with_an_alert_and_a_restart_sends_once(api, make
     monkeypatch.setattr(outbox, "_BACKOFF_SECONDS", (600,))  # only the sweep below may send
     chatflow.fail(502, times=None)
     api.post("/webhook/salon", json=chatflow_payload("Привет"))
-    wait_until(lambda: _outbox_state() == ("pending", 1), message="first attempt failed, retry scheduled")
+    wait_until(lambda: _outbox_state() == (OutboxStatus.PENDING, 1), message="first attempt failed, retry scheduled")
 
     # The process "restarts": its in-memory retry job is gone; the sweep finds the due item.
     with session_scope() as session:
         session.execute(text("UPDATE outbox SET next_attempt_at = now() - interval '1 minute'"))
     chatflow.clear_faults()
     assert outbox.redrive() == 1
-    wait_until(lambda: _outbox_status() == "sent")
+    wait_until(lambda: _outbox_status() == OutboxStatus.SENT)
     outbox.redrive()
     time.sleep(0.5)
     assert len(chatflow.sent_texts()) == 1
@@ -190,7 +201,7 @@ def test_chatflow_down_gives_up_with_an_alert_and_a_restart_sends_once(api, make
     monkeypatch.setattr(settings, "outbox_max_attempts", 1)
     chatflow.fail(502, times=None)
     api.post("/webhook/salon", json=chatflow_payload("Ещё вопрос", phone="77010000123"))
-    wait_until(lambda: _count(OutboxItem, OutboxItem.status == "failed") == 1)
+    wait_until(lambda: _count(OutboxItem, OutboxItem.status == OutboxStatus.FAILED) == 1)
     assert any("Could not deliver a whatsapp message for client 'salon'" in a for a in alerts.sent)
 
 
@@ -239,7 +250,7 @@ def test_exactly_once_under_load(api, make_client, llm, chatflow):
     sent = chatflow.sent()
     assert len(sent) == 200
     assert len({m.jid for m in sent}) == 200
-    assert _count(Message, Message.role == "user") == 200
+    assert _count(Message, Message.role == MessageRole.USER) == 200
 
 
 # --- operator endpoints ---------------------------------------------------------------------------------
@@ -258,8 +269,8 @@ def test_debug_shows_a_customer_to_the_operator_only(api, make_client, llm, chat
     assert api.get("/debug/77000000000", headers=auth).status_code == 404
     body = api.get("/debug/+7 701 570 5555", headers=auth).json()
     assert body["phone"] == "77015705555" and body["client"] == "salon"
-    assert body["conversation"]["state"] == "pending" and body["conversation"]["bot_status"] == "muted"
-    assert body["active_handover"]["status"] == "pending" and body["active_handover"]["assigned_to"] is None
+    assert body["conversation"]["state"] == ConversationState.PENDING and body["conversation"]["bot_status"] == BotStatus.MUTED
+    assert body["active_handover"]["status"] == HandoverStatus.PENDING and body["active_handover"]["assigned_to"] is None
     assert [m["role"] for m in body["recent_messages"]] == ["user", "assistant"]
 
     api.post("/webhook/clinic", json=chatflow_payload("Здравствуйте", phone="77015705555"))
@@ -314,11 +325,13 @@ def test_failure_logs_carry_no_secrets_or_gateway_urls(api, make_client, llm, ch
     chatflow.refuse("Invalid token", times=None)
     telegram.fail(500, times=None)
     api.post("/webhook/salon", json=chatflow_payload("Позовите менеджера", phone="77019998877"))
-    wait_until(lambda: _count(OutboxItem, OutboxItem.status == "failed") >= 1, timeout=20)
+    wait_until(lambda: _count(OutboxItem, OutboxItem.status == OutboxStatus.FAILED) >= 1, timeout=20)
 
     monkeypatch.setattr(settings, "chatflow_url", "http://127.0.0.1:9/api/v1/send-text")  # nothing listens: connection refused
     api.post("/webhook/salon", json=chatflow_payload("Ещё", phone="77019998878"))
-    wait_until(lambda: _count(OutboxItem, OutboxItem.status == "failed", OutboxItem.channel == "whatsapp") >= 2, timeout=20)
+    wait_until(
+        lambda: _count(OutboxItem, OutboxItem.status == OutboxStatus.FAILED, OutboxItem.channel == OutboxChannel.WHATSAPP) >= 2, timeout=20
+    )
 
     logs = "\n".join(JsonFormatter().format(record) for record in caplog.records)
     assert "whatsapp.send_failed" in logs and "telegram.call_failed" in logs

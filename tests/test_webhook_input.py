@@ -7,11 +7,11 @@ import pytest
 from sqlalchemy import func, select
 
 from app.db import session_scope
-from app.models import Message
+from app.models import Message, MessageRole
 from tests.helpers import chatflow_payload, wait_until
 
 
-def _count(role: str = "user") -> int:
+def _count(role: MessageRole = MessageRole.USER) -> int:
     with session_scope() as session:
         return int(session.scalar(select(func.count()).select_from(Message).where(Message.role == role)) or 0)
 
@@ -65,7 +65,7 @@ def test_very_long_message_is_stored_whole_and_answered(api, llm, chatflow, make
     assert api.post("/webhook/salon", json=chatflow_payload(text)).status_code == 200
     wait_until(lambda: chatflow.sent_texts())
     with session_scope() as session:
-        assert session.scalar(select(Message.content).where(Message.role == "user")) == text
+        assert session.scalar(select(Message.content).where(Message.role == MessageRole.USER)) == text
     assert len(llm.chat_requests()[-1]["messages"][-1]["content"]) <= 4000  # the model gets a bounded excerpt
 
 
@@ -75,7 +75,7 @@ def test_emoji_and_markup_survive_unchanged(api, llm, chatflow, make_client):
     api.post("/webhook/salon", json=chatflow_payload(text))
     wait_until(lambda: chatflow.sent_texts())
     with session_scope() as session:
-        assert session.scalar(select(Message.content).where(Message.role == "user")) == text
+        assert session.scalar(select(Message.content).where(Message.role == MessageRole.USER)) == text
     assert llm.chat_requests()[-1]["messages"][-1]["content"] == text
 
 
@@ -127,7 +127,7 @@ def test_message_from_the_business_phone_is_stored_not_answered(api, llm, chatfl
     time.sleep(0.6)
     assert chatflow.sent_texts() == [] and llm.requests == []
     with session_scope() as session:
-        assert session.scalar(select(Message.role)) == "manager"
+        assert session.scalar(select(Message.role)) == MessageRole.MANAGER
 
 
 def test_unknown_message_type_is_accepted(api, make_client):
@@ -155,4 +155,4 @@ def test_nul_characters_are_dropped_not_a_crash(api, llm, chatflow, make_client)
     assert api.post("/webhook/salon", json=payload).json() == {"status": "ok"}
     wait_until(lambda: chatflow.sent_texts())
     with session_scope() as session:
-        assert session.scalar(select(Message.content).where(Message.role == "user")) == "Привет"
+        assert session.scalar(select(Message.content).where(Message.role == MessageRole.USER)) == "Привет"

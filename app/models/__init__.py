@@ -4,23 +4,35 @@ from app.models.base import Base
 from app.models.branch import Branch
 from app.models.client import Client
 from app.models.company import Company
-from app.models.conversation import Conversation
-from app.models.handover import Handover, HandoverEvent
-from app.models.message import Message
-from app.models.outbox import OutboxItem
+from app.models.conversation import BotStatus, Conversation, ConversationState
+from app.models.handover import OPEN_HANDOVER_STATUSES, Handover, HandoverAction, HandoverEvent, HandoverReason, HandoverStatus
+from app.models.message import Message, MessageRole, MessageStatus, MessageType
+from app.models.outbox import OutboxChannel, OutboxItem, OutboxKind, OutboxStatus
 from app.models.telegram_update import TelegramUpdate
 from app.models.user import User
 
 __all__ = [
+    "OPEN_HANDOVER_STATUSES",
     "Base",
+    "BotStatus",
     "Branch",
     "Client",
     "Company",
     "Conversation",
+    "ConversationState",
     "Handover",
+    "HandoverAction",
     "HandoverEvent",
+    "HandoverReason",
+    "HandoverStatus",
     "Message",
+    "MessageRole",
+    "MessageStatus",
+    "MessageType",
+    "OutboxChannel",
     "OutboxItem",
+    "OutboxKind",
+    "OutboxStatus",
     "TelegramUpdate",
     "User",
 ]

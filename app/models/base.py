@@ -1,11 +1,15 @@
 """Declarative base with a naming convention, so migrations name constraints predictably."""
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
+from enum import StrEnum
+from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, MetaData, func, text
+from sqlalchemy import DateTime, Dialect, MetaData, String, func, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -28,7 +32,27 @@ def now_column() -> Mapped[datetime]:
     return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
 
 
-def check_in(column: str, values: tuple[str, ...]) -> str:
-    """SQL for a CHECK constraint restricting a status column to known values."""
-    quoted = ", ".join(f"'{v}'" for v in values)
+def check_in(column: str, values: Iterable[StrEnum]) -> str:
+    """SQL for a CHECK constraint restricting a status column to the values of its StrEnum, in their order."""
+    quoted = ", ".join(f"'{v.value}'" for v in values)
     return f"{column} IN ({quoted})"
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class EnumText(TypeDecorator[E]):
+    """A status column: VARCHAR in the database (its values held by a CHECK constraint), a StrEnum in Python."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[E], length: int) -> None:
+        super().__init__(length)
+        self.enum = enum
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum(value)

@@ -1,14 +1,25 @@
 import uuid
 from datetime import datetime
+from enum import StrEnum
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Integer, String, UniqueConstraint, func, text
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Integer, UniqueConstraint, func, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, check_in, now_column, uuid_pk
+from app.models.base import Base, EnumText, check_in, now_column, uuid_pk
 
-CONVERSATION_STATES = ("bot", "pending", "manager")
-BOT_STATUSES = ("active", "muted")
+
+class ConversationState(StrEnum):
+    """Who has the conversation, following its handover (see handover/state_machine.py)."""
+
+    BOT = "bot"
+    PENDING = "pending"  # a manager was called and has not taken it yet
+    MANAGER = "manager"
+
+
+class BotStatus(StrEnum):
+    ACTIVE = "active"
+    MUTED = "muted"
 
 
 class Conversation(Base):
@@ -17,16 +28,16 @@ class Conversation(Base):
     __tablename__ = "conversations"
     __table_args__ = (
         UniqueConstraint("client_id", "user_id"),
-        CheckConstraint(check_in("state", CONVERSATION_STATES), name="state"),
-        CheckConstraint(check_in("bot_status", BOT_STATUSES), name="bot_status"),
+        CheckConstraint(check_in("state", ConversationState), name="state"),
+        CheckConstraint(check_in("bot_status", BotStatus), name="bot_status"),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
     client_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("clients.id", ondelete="CASCADE"))
     user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"))
     branch_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("branches.id", ondelete="SET NULL"))
-    state: Mapped[str] = mapped_column(String(16), default="bot", server_default="bot")
-    bot_status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    state: Mapped[ConversationState] = mapped_column(EnumText(ConversationState, 16), default=ConversationState.BOT, server_default="bot")
+    bot_status: Mapped[BotStatus] = mapped_column(EnumText(BotStatus, 16), default=BotStatus.ACTIVE, server_default="active")
     # NULL with bot_status='muted' means muted until someone unmutes (e.g. an open handover).
     bot_muted_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     mute_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
@@ -37,6 +48,6 @@ class Conversation(Base):
 
     def bot_muted(self, now: datetime) -> bool:
         """Whether the bot must stay silent in this conversation at `now`."""
-        if self.bot_status != "muted":
+        if self.bot_status != BotStatus.MUTED:
             return False
         return self.bot_muted_until is None or self.bot_muted_until > now

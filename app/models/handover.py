@@ -1,14 +1,51 @@
 import uuid
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, check_in, now_column, uuid_pk
+from app.models.base import Base, EnumText, check_in, now_column, uuid_pk
 
-HANDOVER_STATUSES = ("pending", "active", "resolved", "bot_handling", "timeout")
-OPEN_HANDOVER_STATUSES = ("pending", "active")
+
+class HandoverStatus(StrEnum):
+    """The allowed moves between these are in services/handover/state_machine.py."""
+
+    PENDING = "pending"  # waiting for a manager
+    ACTIVE = "active"  # a manager took it
+    RESOLVED = "resolved"
+    BOT_HANDLING = "bot_handling"  # a manager gave the conversation back to the bot
+    TIMEOUT = "timeout"  # nobody took it in time: closed, the bot is back
+
+
+OPEN_HANDOVER_STATUSES = (HandoverStatus.PENDING, HandoverStatus.ACTIVE)
+
+
+class HandoverReason(StrEnum):
+    """Why a handover was opened (handovers.reason; also the actor of its `created` event)."""
+
+    HUMAN_REQUEST = "human_request"
+    FRUSTRATION = "frustration"
+    AI_ERROR = "ai_error"
+    NO_KNOWLEDGE = "no_knowledge"
+    MEDIA = "media"
+    MANAGER_INITIATED = "manager_initiated"
+
+
+class HandoverAction(StrEnum):
+    """What happened to a handover (handover_events.action). The manager's four buttons are among them."""
+
+    CREATED = "created"
+    TAKE = "take"
+    SKIP = "skip"
+    RESOLVE = "resolve"
+    RETURN = "return"  # to the bot
+    REPLY = "reply"  # a manager's reply delivered to the customer
+    CANCELLED_BY_CUSTOMER = "cancelled_by_customer"
+    REMINDER_1 = "reminder_1"
+    REMINDER_2 = "reminder_2"
+    TIMEOUT = "timeout"
 
 
 class Handover(Base):
@@ -16,7 +53,7 @@ class Handover(Base):
 
     __tablename__ = "handovers"
     __table_args__ = (
-        CheckConstraint(check_in("status", HANDOVER_STATUSES), name="status"),
+        CheckConstraint(check_in("status", HandoverStatus), name="status"),
         # At most one open handover per conversation, whatever races happen above.
         Index(
             "uq_handovers_open_per_conversation", "conversation_id", unique=True, postgresql_where=text("status IN ('pending', 'active')")
@@ -27,7 +64,7 @@ class Handover(Base):
     id: Mapped[uuid.UUID] = uuid_pk()
     client_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("clients.id", ondelete="CASCADE"))
     conversation_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("conversations.id", ondelete="CASCADE"))
-    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    status: Mapped[HandoverStatus] = mapped_column(EnumText(HandoverStatus, 16), default=HandoverStatus.PENDING, server_default="pending")
     reason: Mapped[str] = mapped_column(String(32))
     assigned_to: Mapped[str | None] = mapped_column(String(200))
     assigned_to_id: Mapped[int | None] = mapped_column(BigInteger)

@@ -1,15 +1,36 @@
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, check_in, now_column, uuid_pk
+from app.models.base import Base, EnumText, check_in, now_column, uuid_pk
 
-OUTBOX_CHANNELS = ("whatsapp", "telegram")
-OUTBOX_STATUSES = ("pending", "sending", "sent", "failed", "cancelled")
+
+class OutboxChannel(StrEnum):
+    WHATSAPP = "whatsapp"
+    TELEGRAM = "telegram"
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"  # due at next_attempt_at
+    SENDING = "sending"  # claimed by a sender until locked_until
+    SENT = "sent"
+    FAILED = "failed"  # given up on
+    CANCELLED = "cancelled"
+
+
+class OutboxKind(StrEnum):
+    """What an item delivers; each kind has one payload shape (schemas/outbox.py) and one handler."""
+
+    TEXT = "text"  # WhatsApp text to the customer
+    MANAGER_TEXT = "manager_text"  # a manager's reply to the customer, confirmed in the Telegram topic
+    TOPIC_TEXT = "topic_text"  # a message into the customer's Telegram topic
+    TOPIC_MEDIA = "topic_media"  # the customer's file into the topic
+    CARD = "card"  # the handover card in the topic, rendered from the handover's state
 
 
 class OutboxItem(Base):
@@ -17,8 +38,8 @@ class OutboxItem(Base):
 
     __tablename__ = "outbox"
     __table_args__ = (
-        CheckConstraint(check_in("channel", OUTBOX_CHANNELS), name="channel"),
-        CheckConstraint(check_in("status", OUTBOX_STATUSES), name="status"),
+        CheckConstraint(check_in("channel", OutboxChannel), name="channel"),
+        CheckConstraint(check_in("status", OutboxStatus), name="status"),
         Index("ix_outbox_due", "next_attempt_at", postgresql_where=text("status IN ('pending', 'sending')")),
     )
 
@@ -28,12 +49,12 @@ class OutboxItem(Base):
         UUID(as_uuid=True), ForeignKey("conversations.id", ondelete="CASCADE"), index=True
     )
     message_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("messages.id", ondelete="SET NULL"))
-    channel: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[OutboxChannel] = mapped_column(EnumText(OutboxChannel, 16))
     kind: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     # Makes enqueueing idempotent: the same logical send is never written twice.
     dedup_key: Mapped[str | None] = mapped_column(String(200), unique=True)
-    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    status: Mapped[OutboxStatus] = mapped_column(EnumText(OutboxStatus, 16), default=OutboxStatus.PENDING, server_default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -5,40 +5,41 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.models.message import MessageType
 from app.schemas import strip_nul
 
 _JID_DIGITS = re.compile(r"^\+?(\d{5,20})(?::\d+)?@")
 GROUP_OR_BROADCAST_SUFFIXES = ("@g.us", "@broadcast", "@newsletter")
 
 # ChatFlow and the WhatsApp libraries behind it name the same kinds in several ways.
-_TYPE_ALIASES = {
-    "text": "text",
-    "chat": "text",
-    "conversation": "text",
-    "extendedtextmessage": "text",
-    "audio": "audio",
-    "ptt": "audio",
-    "voice": "audio",
-    "audiomessage": "audio",
-    "image": "image",
-    "imagemessage": "image",
-    "video": "video",
-    "videomessage": "video",
-    "document": "document",
-    "documentmessage": "document",
-    "documentwithcaptionmessage": "document",
-    "file": "document",
-    "sticker": "sticker",
-    "stickermessage": "sticker",
-    "location": "location",
-    "locationmessage": "location",
-    "livelocationmessage": "location",
-    "contact": "contact",
-    "vcard": "contact",
-    "contactmessage": "contact",
-    "contactsarraymessage": "contact",
-    "reaction": "reaction",
-    "reactionmessage": "reaction",
+_TYPE_ALIASES: dict[str, MessageType] = {
+    "text": MessageType.TEXT,
+    "chat": MessageType.TEXT,
+    "conversation": MessageType.TEXT,
+    "extendedtextmessage": MessageType.TEXT,
+    "audio": MessageType.AUDIO,
+    "ptt": MessageType.AUDIO,
+    "voice": MessageType.AUDIO,
+    "audiomessage": MessageType.AUDIO,
+    "image": MessageType.IMAGE,
+    "imagemessage": MessageType.IMAGE,
+    "video": MessageType.VIDEO,
+    "videomessage": MessageType.VIDEO,
+    "document": MessageType.DOCUMENT,
+    "documentmessage": MessageType.DOCUMENT,
+    "documentwithcaptionmessage": MessageType.DOCUMENT,
+    "file": MessageType.DOCUMENT,
+    "sticker": MessageType.STICKER,
+    "stickermessage": MessageType.STICKER,
+    "location": MessageType.LOCATION,
+    "locationmessage": MessageType.LOCATION,
+    "livelocationmessage": MessageType.LOCATION,
+    "contact": MessageType.CONTACT,
+    "vcard": MessageType.CONTACT,
+    "contactmessage": MessageType.CONTACT,
+    "contactsarraymessage": MessageType.CONTACT,
+    "reaction": MessageType.REACTION,
+    "reactionmessage": MessageType.REACTION,
 }
 
 
@@ -85,7 +86,7 @@ class ChatFlowWebhook(BaseModel):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
-    message_type: str = Field(default="text", validation_alias=AliasChoices("messageType", "message_type", "type"))
+    message_type: MessageType = Field(default=MessageType.TEXT, validation_alias=AliasChoices("messageType", "message_type", "type"))
     message: str = ""
     metadata: ChatFlowMetadata
     media: ChatFlowMedia | None = Field(default=None, validation_alias=AliasChoices("mediaData", "media_data", "media"))
@@ -110,13 +111,13 @@ class ChatFlowWebhook(BaseModel):
 
     @field_validator("message_type", mode="before")
     @classmethod
-    def _normalise_type(cls, value: Any) -> str:
+    def _normalise_type(cls, value: Any) -> MessageType:
         key = str(value or "text").strip().lower().replace("_", "")
-        return _TYPE_ALIASES.get(key, "other")
+        return _TYPE_ALIASES.get(key, MessageType.OTHER)
 
     @model_validator(mode="after")
     def _has_content(self) -> "ChatFlowWebhook":
-        if self.message_type == "text" and not self.message.strip():
+        if self.message_type == MessageType.TEXT and not self.message.strip():
             raise ValueError("message is empty: a text message needs non-blank 'message'")
         return self
 

@@ -18,7 +18,19 @@ from sqlalchemy.orm import Session
 from app import metrics, queue
 from app.config import settings
 from app.db import session_scope
-from app.models import Client, Conversation, Message, OutboxItem, User
+from app.models import (
+    Client,
+    Conversation,
+    Message,
+    MessageRole,
+    MessageStatus,
+    MessageType,
+    OutboxChannel,
+    OutboxItem,
+    OutboxKind,
+    OutboxStatus,
+    User,
+)
 from app.redis_client import redis_client
 from app.services.channels import whatsapp
 from app.services.operations import alerts
@@ -105,8 +117,8 @@ def queue_whatsapp_text(
     conversation_id: uuid.UUID,
     phone: str,
     text: str,
-    role: str = "assistant",
-    kind: str = "text",
+    role: MessageRole = MessageRole.ASSISTANT,
+    kind: OutboxKind = OutboxKind.TEXT,
     turn_id: uuid.UUID | None = None,
     meta: dict[str, Any] | None = None,
     dedup_key: str | None = None,
@@ -117,9 +129,9 @@ def queue_whatsapp_text(
         client_id=client_id,
         conversation_id=conversation_id,
         role=role,
-        type="text",
+        type=MessageType.TEXT,
         content=text,
-        status="pending",
+        status=MessageStatus.PENDING,
         turn_id=turn_id,
         meta=meta or {},
     )
@@ -129,7 +141,7 @@ def queue_whatsapp_text(
         session,
         client_id=client_id,
         conversation_id=conversation_id,
-        channel="whatsapp",
+        channel=OutboxChannel.WHATSAPP,
         kind=kind,
         payload={"phone": phone, "parts": split_text(text), **(extra_payload or {})},
         dedup_key=dedup_key,
@@ -162,13 +174,13 @@ def deliver(item_id: uuid.UUID) -> str:
         sent = session.execute(
             update(OutboxItem)
             .where(OutboxItem.id == delivery.id)
-            .values(status="sent", sent_at=func.now(), locked_until=None, result=result, last_error=None)
+            .values(status=OutboxStatus.SENT, sent_at=func.now(), locked_until=None, result=result, last_error=None)
             .returning(OutboxItem.message_id)
         ).first()
         if sent is None:  # deleted with its client meanwhile
             return "skipped"
         if sent.message_id:
-            session.execute(update(Message).where(Message.id == sent.message_id).values(status="sent"))
+            session.execute(update(Message).where(Message.id == sent.message_id).values(status=MessageStatus.SENT))
     logger.info(
         "outbox.sent", extra={"outbox_id": str(item_id), "channel": delivery.channel, "kind": delivery.kind, "attempt": delivery.attempts}
     )
@@ -191,8 +203,8 @@ def redrive(limit: int = 200) -> int:
                 select(OutboxItem.id)
                 .where(
                     or_(
-                        (OutboxItem.status == "pending") & (OutboxItem.next_attempt_at <= text("now() - interval '5 seconds'")),
-                        (OutboxItem.status == "sending") & (OutboxItem.locked_until < text("now()")),
+                        (OutboxItem.status == OutboxStatus.PENDING) & (OutboxItem.next_attempt_at <= text("now() - interval '5 seconds'")),
+                        (OutboxItem.status == OutboxStatus.SENDING) & (OutboxItem.locked_until < text("now()")),
                     )
                 )
                 .order_by(OutboxItem.created_at)
@@ -216,11 +228,11 @@ def _claim(item_id: uuid.UUID) -> Delivery | None:
             .where(
                 OutboxItem.id == item_id,
                 or_(
-                    (OutboxItem.status == "pending") & (OutboxItem.next_attempt_at <= now),
-                    (OutboxItem.status == "sending") & (OutboxItem.locked_until < now),
+                    (OutboxItem.status == OutboxStatus.PENDING) & (OutboxItem.next_attempt_at <= now),
+                    (OutboxItem.status == OutboxStatus.SENDING) & (OutboxItem.locked_until < now),
                 ),
             )
-            .values(status="sending", attempts=OutboxItem.attempts + 1, locked_until=now + _LEASE)
+            .values(status=OutboxStatus.SENDING, attempts=OutboxItem.attempts + 1, locked_until=now + _LEASE)
             .returning(OutboxItem)
         )
         if item is None:
@@ -260,11 +272,11 @@ def _failed(delivery: Delivery, error: str, *, retryable: bool) -> str:
             return "skipped"
         item.last_error, item.locked_until = error[:1000], None
         if give_up:
-            item.status = "failed"
+            item.status = OutboxStatus.FAILED
             if item.message_id:
-                session.execute(update(Message).where(Message.id == item.message_id).values(status="failed"))
+                session.execute(update(Message).where(Message.id == item.message_id).values(status=MessageStatus.FAILED))
         else:
-            item.status = "pending"
+            item.status = OutboxStatus.PENDING
             item.next_attempt_at = _now(session) + timedelta(seconds=delay)
     extra = {
         "outbox_id": str(delivery.id),
@@ -315,7 +327,7 @@ def _digest(text: str) -> str:
     return hashlib.sha1(text.strip().encode()).hexdigest()[:16]
 
 
-@handler("whatsapp", "text")
+@handler(OutboxChannel.WHATSAPP, OutboxKind.TEXT)
 def deliver_whatsapp_text(delivery: Delivery, save_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Send the parts in order, recording each, so a retry resumes after the last part delivered."""
     phone = delivery.payload.get("phone") or delivery.phone

@@ -30,12 +30,14 @@ count towards the turn length of row 12.
 import re
 import unicodedata
 
+from app.models import MessageType
+
 SHORT_FACTOR = 0.4
 LONG_FACTOR = 1.8
 LONG_MESSAGE_CHARS = 120
 SHORT_ANSWER_MAX_WORDS = 3
 
-_MEDIA_TYPES = frozenset({"image", "video", "document"})
+_MEDIA_TYPES = frozenset({MessageType.IMAGE, MessageType.VIDEO, MessageType.DOCUMENT})
 
 # A message ending on one of these is very likely cut off: the customer is still typing the rest.
 # Words that also end complete sentences ("как", "тоже", "да/де", Kazakh postpositions such as "үшін") are left out.
@@ -80,7 +82,7 @@ def wait_seconds(*, message_type: str, text: str, base_wait: float, previous_tex
 
 
 def _factor(message_type: str, text: str, previous_texts: list[str]) -> float:
-    if message_type == "audio":
+    if message_type == MessageType.AUDIO:
         return SHORT_FACTOR
     core = _core(text)
     if not core:

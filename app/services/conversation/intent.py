@@ -38,6 +38,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from app.services.conversation import assistant
@@ -45,16 +46,30 @@ from app.utils.errors import ConfigError, ExternalServiceError
 
 logger = logging.getLogger(__name__)
 
-INTENTS = ("human_request", "frustration", "opt_out", "question", "greeting", "other")
-ESCALATE_INTENTS = frozenset({"human_request", "frustration"})
+
+class Intent(StrEnum):
+    HUMAN_REQUEST = "human_request"
+    FRUSTRATION = "frustration"
+    OPT_OUT = "opt_out"
+    QUESTION = "question"
+    GREETING = "greeting"
+    OTHER = "other"
+
+
+class IntentSource(StrEnum):
+    HEURISTIC = "heuristic"
+    LLM = "llm"
+
+
+ESCALATE_INTENTS = frozenset({Intent.HUMAN_REQUEST, Intent.FRUSTRATION})
 UNCLEAR_BELOW = 0.7
 
 
 @dataclass(frozen=True)
 class IntentResult:
-    intent: str
+    intent: Intent
     confidence: float
-    source: str = "heuristic"
+    source: IntentSource = IntentSource.HEURISTIC
 
 
 _TRANSLIT = str.maketrans(
@@ -365,38 +380,38 @@ def classify_heuristic(text: str) -> IntentResult:
     norm = normalise(raw)
     marks = bool(_MARK_RUN.search(raw)) or raw.count("!") >= 3 or "?!" in raw or "!?" in raw
     if not norm:  # punctuation or emoji only: "???" after a silence is impatience
-        return IntentResult("frustration", 0.6) if marks else IntentResult("other", 0.7)
+        return IntentResult(Intent.FRUSTRATION, 0.6) if marks else IntentResult(Intent.OTHER, 0.7)
     words = norm.split()
     tags = _tags(words)
     if "human_cue" in tags:
         human = _human_confidence(_request_part(norm, words, tags), len(words))
         if human:
-            return IntentResult("human_request", human)
+            return IntentResult(Intent.HUMAN_REQUEST, human)
     if "opt_out" in tags or ("opt_out_cue" in tags and _OPT_OUT_PHRASE.search(norm)) or _bare_stop(words):
         if _WANTS_ANSWER.search(norm):  # "stop sending the same thing, answer properly" wants more, not less
-            return IntentResult("frustration", 0.75)
-        return IntentResult("opt_out", 0.9)
+            return IntentResult(Intent.FRUSTRATION, 0.75)
+        return IntentResult(Intent.OPT_OUT, 0.9)
     shouting = _shouting(raw)
     if _angry(norm, tags):
-        return IntentResult("frustration", 0.9 if shouting or marks else 0.85)
+        return IntentResult(Intent.FRUSTRATION, 0.9 if shouting or marks else 0.85)
     is_question = "?" in raw or "question" in tags
     if "bot" in tags and _ARE_YOU_BOT.search(norm):
         if "question" in _tags(_ARE_YOU_BOT.sub(" ", norm).split()):  # "это бот? подскажите цены" is about prices
-            return IntentResult("question", 0.75)
-        return IntentResult("frustration", 0.65)
+            return IntentResult(Intent.QUESTION, 0.75)
+        return IntentResult(Intent.FRUSTRATION, 0.65)
     if _GREETING_WORDS.issuperset(words):
-        return IntentResult("greeting", 0.8 if shouting or marks else 0.9)
+        return IntentResult(Intent.GREETING, 0.8 if shouting or marks else 0.9)
     if (shouting or marks) and "positive" not in tags:
         if _PING_WORDS.issuperset(words):
-            return IntentResult("frustration", 0.7)
+            return IntentResult(Intent.FRUSTRATION, 0.7)
         if (is_question and len(words) >= 3) or "booking" in tags:  # an impatient question or booking, maybe just caps lock
-            return IntentResult("question" if is_question else "other", 0.6)
-        return IntentResult("frustration", 0.7 if shouting and marks else 0.6)
+            return IntentResult(Intent.QUESTION if is_question else Intent.OTHER, 0.6)
+        return IntentResult(Intent.FRUSTRATION, 0.7 if shouting and marks else 0.6)
     if is_question:
-        return IntentResult("question", 0.85)
+        return IntentResult(Intent.QUESTION, 0.85)
     if _DECLINE_WORDS.issuperset(words) and not _DECLINE_WORDS_WEAK.issuperset(words):
-        return IntentResult("other", 0.6)  # a bare "не надо"/"керек емес" may decline an offer or the whole chat
-    return IntentResult("other", 0.7)
+        return IntentResult(Intent.OTHER, 0.6)  # a bare "не надо"/"керек емес" may decline an offer or the whole chat
+    return IntentResult(Intent.OTHER, 0.7)
 
 
 def _request_part(norm: str, words: Sequence[str], tags: set[str]) -> str:
@@ -453,7 +468,7 @@ def _shouting(text: str) -> bool:
 
 def is_unclear(result: IntentResult) -> bool:
     """Worth a model call: a weak rule fired (caps or '???' alone, "ты бот?", an impatient question)."""
-    return result.source == "heuristic" and result.confidence < UNCLEAR_BELOW
+    return result.source is IntentSource.HEURISTIC and result.confidence < UNCLEAR_BELOW
 
 
 _LLM_PROMPT = (
@@ -478,12 +493,14 @@ def classify(text: str, *, history: Sequence[Any] = ()) -> IntentResult:
             log_extra={"purpose": "intent"},
         )
         data = json.loads(raw)
-        intent = str(data.get("intent", ""))
+        raw_intent = str(data.get("intent", ""))
         confidence = float(data.get("confidence", 0.7))
     except (ConfigError, ExternalServiceError, ValueError, TypeError, AttributeError) as exc:
         logger.warning("intent.llm_failed", extra={"error_type": type(exc).__name__})
         return result
-    if intent not in INTENTS:
-        logger.warning("intent.llm_invalid", extra={"intent": intent[:40]})
+    try:
+        intent = Intent(raw_intent)
+    except ValueError:
+        logger.warning("intent.llm_invalid", extra={"intent": raw_intent[:40]})
         return result
-    return IntentResult(intent, max(0.0, min(1.0, confidence)), "llm")
+    return IntentResult(intent, max(0.0, min(1.0, confidence)), IntentSource.LLM)

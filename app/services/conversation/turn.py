@@ -17,7 +17,18 @@ from sqlalchemy.orm import Session
 from app import metrics
 from app.config import settings
 from app.db import execute_once, session_scope
-from app.models import Client, Conversation, Message, User
+from app.models import (
+    BotStatus,
+    Client,
+    Conversation,
+    HandoverReason,
+    HandoverStatus,
+    Message,
+    MessageRole,
+    MessageStatus,
+    MessageType,
+    User,
+)
 from app.redis_client import redis_client
 from app.schemas.chatflow import ChatFlowWebhook
 from app.schemas.client import ClientSettings
@@ -113,7 +124,7 @@ def ingest(*, client: ClientInfo, payload: ChatFlowWebhook) -> IngestResult:
         logger.info("webhook.duplicate", extra={**log, "guard": "redis"})
         return IngestResult("duplicate")
     try:
-        stored = _store(client_id=client.id, payload=payload, phone=phone, role="user", status="received")
+        stored = _store(client_id=client.id, payload=payload, phone=phone, role=MessageRole.USER, status=MessageStatus.RECEIVED)
     except Exception:
         # So the gateway's retry of this delivery is not taken for a duplicate. Also when the mark's outcome
         # is unknown (None): a Redis call that timed out may still have set the key.
@@ -146,7 +157,9 @@ def _ingest_from_me(*, client: ClientInfo, payload: ChatFlowWebhook, phone: str,
     if outbox.is_echo(client.id, phone, payload.text, payload.metadata.message_id):
         logger.info("webhook.ignored", extra={**log, "reason": "echo"})
         return IngestResult("ignored", "echo")
-    stored = _store(client_id=client.id, payload=payload, phone=phone, role="manager", status="ignored", source="business_phone")
+    stored = _store(
+        client_id=client.id, payload=payload, phone=phone, role=MessageRole.MANAGER, status=MessageStatus.IGNORED, source="business_phone"
+    )
     if stored is None:
         return IngestResult("duplicate")
     with session_scope() as session:
@@ -198,7 +211,7 @@ def _forget_seen(key: str) -> None:
 
 
 def _store(
-    *, client_id: uuid.UUID, payload: ChatFlowWebhook, phone: str, role: str, status: str, source: str | None = None
+    *, client_id: uuid.UUID, payload: ChatFlowWebhook, phone: str, role: MessageRole, status: MessageStatus, source: str | None = None
 ) -> tuple[uuid.UUID, uuid.UUID] | None:
     media = payload.media.model_dump(exclude_none=True) if payload.media else None
     metadata: dict[str, Any] = {"sender": payload.metadata.sender, "timestamp": payload.metadata.timestamp}
@@ -213,11 +226,11 @@ def _store(
             "phone": phone,
             "remote_jid": payload.metadata.remote_jid,
             "name": payload.metadata.sender,
-            "role": role,
-            "type": payload.message_type,
+            "role": role.value,  # plain strings: the driver adapts an enum member by a slower lookup
+            "type": payload.message_type.value,
             "content": payload.text,
             "external_id": payload.metadata.message_id,
-            "status": status,
+            "status": status.value,
             "metadata": json.dumps(metadata, ensure_ascii=False),
         },
     )
@@ -271,14 +284,14 @@ class Turn:
         return {"conversation_id": str(self.conversation_id), "client": self.client_slug, "phone": self.phone, "turn_id": str(self.id)}
 
 
-_ATTACHMENTS = ("image", "video", "document")
+_ATTACHMENTS = (MessageType.IMAGE, MessageType.VIDEO, MessageType.DOCUMENT)
 _NOTES = {
-    "image": "[изображение]",
-    "video": "[видео]",
-    "document": "[документ]",
-    "location": "[геолокация]",
-    "contact": "[контакт]",
-    "sticker": "[стикер]",
+    MessageType.IMAGE: "[изображение]",
+    MessageType.VIDEO: "[видео]",
+    MessageType.DOCUMENT: "[документ]",
+    MessageType.LOCATION: "[геолокация]",
+    MessageType.CONTACT: "[контакт]",
+    MessageType.STICKER: "[стикер]",
 }
 VOICE_FAILED_NOTE = "[голосовое сообщение: не удалось распознать]"
 
@@ -288,7 +301,7 @@ class TurnPart:
     """One message of the turn as the customer meant it: a transcript for a voice note, a note for a file."""
 
     message_id: uuid.UUID
-    type: str
+    type: MessageType
     text: str
     note: str | None = None
     media: dict[str, Any] | None = None
@@ -310,10 +323,10 @@ def prefetch_turn(conversation_id: uuid.UUID) -> None:
             return
         rows = session.execute(
             select(Message.type, Message.content)
-            .where(Message.conversation_id == conversation_id, Message.status == "received")
+            .where(Message.conversation_id == conversation_id, Message.status == MessageStatus.RECEIVED)
             .order_by(Message.created_at, Message.id)
         ).all()
-    if not rows or any(type_ != "text" for type_, _ in rows):
+    if not rows or any(type_ != MessageType.TEXT for type_, _ in rows):
         return
     kb.warm_query("\n".join(content for _, content in rows if content.strip()))
 
@@ -387,8 +400,8 @@ def _unclaim(turn_id: uuid.UUID) -> Any:
     """Give a turn's messages back, to be claimed by a later turn."""
     return (
         update(Message)
-        .where(Message.turn_id == turn_id, Message.status == "processing")
-        .values(status="received", turn_id=None, claimed_at=None)
+        .where(Message.turn_id == turn_id, Message.status == MessageStatus.PROCESSING)
+        .values(status=MessageStatus.RECEIVED, turn_id=None, claimed_at=None)
     )
 
 
@@ -405,8 +418,8 @@ def _open_turn(conversation_id: uuid.UUID) -> Turn | None:
         claimed = list(
             session.scalars(
                 update(Message)
-                .where(Message.conversation_id == conversation_id, Message.status == "received")
-                .values(status="processing", turn_id=turn_id, claimed_at=text("now()"))
+                .where(Message.conversation_id == conversation_id, Message.status == MessageStatus.RECEIVED)
+                .values(status=MessageStatus.PROCESSING, turn_id=turn_id, claimed_at=text("now()"))
                 .returning(Message)
             )
         )
@@ -437,38 +450,41 @@ def _open_turn(conversation_id: uuid.UUID) -> Turn | None:
         )
 
 
+_HISTORY_STATUSES = (MessageStatus.PROCESSED, MessageStatus.SENT, MessageStatus.PENDING, MessageStatus.IGNORED, MessageStatus.FAILED)
+
+
 def _history(session: Session, conversation_id: uuid.UUID, turn_id: uuid.UUID) -> list[ChatTurn]:
     """Recent messages before this turn; the business's side (bot or manager) is the assistant."""
     rows = session.execute(
         select(Message.role, Message.content)
         .where(
             Message.conversation_id == conversation_id,
-            Message.role.in_(("user", "assistant", "manager")),
-            Message.status.in_(("processed", "sent", "pending", "ignored", "failed")),
+            Message.role.in_((MessageRole.USER, MessageRole.ASSISTANT, MessageRole.MANAGER)),
+            Message.status.in_(_HISTORY_STATUSES),
             (Message.turn_id.is_(None)) | (Message.turn_id != turn_id),
         )
         .order_by(Message.created_at.desc())
         .limit(settings.history_messages)
     ).all()
-    return [ChatTurn("user" if role == "user" else "assistant", content) for role, content in reversed(rows)]
+    return [ChatTurn("user" if role == MessageRole.USER else "assistant", content) for role, content in reversed(rows)]
 
 
 def _prepare(turn: Turn, message: Message) -> TurnPart:
     """Read a message as the customer meant it; a voice note is transcribed once and the transcript stored."""
     meta = message.meta or {}
     media = meta.get("media") if isinstance(meta.get("media"), dict) else None
-    if message.type == "audio":
+    if message.type == MessageType.AUDIO:
         transcript = meta.get("transcript")
         if transcript is None:
             transcript = _transcribe(turn, message, media)
         if not transcript:
-            return TurnPart(message.id, "audio", "", VOICE_FAILED_NOTE, media, failed=True)
-        return TurnPart(message.id, "audio", transcript, None, media)
+            return TurnPart(message.id, MessageType.AUDIO, "", VOICE_FAILED_NOTE, media, failed=True)
+        return TurnPart(message.id, MessageType.AUDIO, transcript, None, media)
     if message.type in _NOTES:
-        name = (media or {}).get("fileName") if message.type == "document" else None
+        name = (media or {}).get("fileName") if message.type == MessageType.DOCUMENT else None
         note = f"[документ: {name}]" if name else _NOTES[message.type]
         return TurnPart(message.id, message.type, message.content, note, media)
-    if message.type in ("reaction", "other"):
+    if message.type in (MessageType.REACTION, MessageType.OTHER):
         return TurnPart(message.id, message.type, "")
     return TurnPart(message.id, message.type, message.content)
 
@@ -588,7 +604,9 @@ def _finish(turn: Turn, decision: Decision) -> tuple[str, list[uuid.UUID]]:
     with session_scope() as session:
         conversation = session.scalar(select(Conversation).where(Conversation.id == turn.conversation_id).with_for_update())
         assert conversation is not None
-        newer = session.scalar(select(exists().where(Message.conversation_id == turn.conversation_id, Message.status == "received")))
+        newer = session.scalar(
+            select(exists().where(Message.conversation_id == turn.conversation_id, Message.status == MessageStatus.RECEIVED))
+        )
         if newer:
             session.execute(_unclaim(turn.id))
             return "superseded", []
@@ -598,8 +616,8 @@ def _finish(turn: Turn, decision: Decision) -> tuple[str, list[uuid.UUID]]:
             decision = Decision("forward", intent=decision.intent, intent_source=decision.intent_source)
         session.execute(
             update(Message)
-            .where(Message.turn_id == turn.id, Message.status == "processing")
-            .values(status="processed", intent=decision.intent)
+            .where(Message.turn_id == turn.id, Message.status == MessageStatus.PROCESSING)
+            .values(status=MessageStatus.PROCESSED, intent=decision.intent)
         )
         outcome = decision.action
         if decision.action == "forward":
@@ -607,7 +625,10 @@ def _finish(turn: Turn, decision: Decision) -> tuple[str, list[uuid.UUID]]:
             lifecycle.touch(session, conversation.id)
         elif decision.action == "escalate":
             escalation = lifecycle.escalate(
-                session, conversation=conversation, reason=decision.reason or "human_request", client_settings=turn.client_settings
+                session,
+                conversation=conversation,
+                reason=HandoverReason(decision.reason or HandoverReason.HUMAN_REQUEST),
+                client_settings=turn.client_settings,
             )
             if not escalation.created:
                 _forward(session, turn, repeat=True)
@@ -615,7 +636,7 @@ def _finish(turn: Turn, decision: Decision) -> tuple[str, list[uuid.UUID]]:
             text_ = (decision.text or replies.HANDOVER_ACK) if escalation.created else replies.HANDOVER_ALREADY
             _reply(session, turn, text_, reason=decision.reason)
         elif decision.action == "opt_out":
-            if handover is not None and handover.status == "pending":
+            if handover is not None and handover.status == HandoverStatus.PENDING:
                 lifecycle.cancel(session, handover=handover, conversation=conversation)
             _mute_for_opt_out(session, conversation, turn.client_settings)
             _reply(session, turn, decision.text or replies.OPT_OUT_ACK, reason="opt_out")
@@ -647,7 +668,7 @@ def _forward(session: Session, turn: Turn, *, repeat: bool = False) -> uuid.UUID
         body = "🔁 Клиент снова просит менеджера\n" + body
     item = lifecycle.queue_topic_text(session, client_id=turn.client_id, conversation_id=turn.conversation_id, text=body)
     for part in turn.parts:
-        if part.media and part.type in (*_ATTACHMENTS, "audio"):
+        if part.media and part.type in (*_ATTACHMENTS, MessageType.AUDIO):
             lifecycle.queue_topic_media(session, client_id=turn.client_id, conversation_id=turn.conversation_id, message_id=part.message_id)
     return item
 
@@ -655,7 +676,7 @@ def _forward(session: Session, turn: Turn, *, repeat: bool = False) -> uuid.UUID
 def _mute_for_opt_out(session: Session, conversation: Conversation, client_settings: ClientSettings) -> None:
     """The customer asked us to stop: 30 minutes the first time, 24 hours after that (per client)."""
     minutes = client_settings.mute_minutes_first if conversation.mute_count == 0 else client_settings.mute_minutes_repeat
-    conversation.bot_status = "muted"
+    conversation.bot_status = BotStatus.MUTED
     conversation.bot_muted_until = _db_now(session) + timedelta(minutes=minutes)
     conversation.mute_count += 1
 

@@ -15,8 +15,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db import session_scope
-from app.models import Client, Conversation, Handover, HandoverEvent, Message, User
-from app.models.handover import OPEN_HANDOVER_STATUSES
+from app.models import (
+    OPEN_HANDOVER_STATUSES,
+    BotStatus,
+    Client,
+    Conversation,
+    ConversationState,
+    Handover,
+    HandoverAction,
+    HandoverEvent,
+    HandoverReason,
+    HandoverStatus,
+    Message,
+    MessageRole,
+    OutboxChannel,
+    OutboxKind,
+    User,
+)
 from app.redis_client import redis_client
 from app.schemas.client import ClientSettings
 from app.services import clients, replies
@@ -30,22 +45,23 @@ from app.utils.text import truncate
 
 logger = logging.getLogger(__name__)
 
-REASON_LABELS = {
-    "human_request": "клиент просит менеджера",
-    "frustration": "клиент недоволен",
-    "ai_error": "бот не смог ответить (ошибка AI)",
-    "no_knowledge": "бот не нашёл ответа в базе знаний",
-    "media": "клиент прислал файл",
-    "manager_initiated": "менеджер написал первым",
+REASON_LABELS: dict[str, str] = {
+    HandoverReason.HUMAN_REQUEST: "клиент просит менеджера",
+    HandoverReason.FRUSTRATION: "клиент недоволен",
+    HandoverReason.AI_ERROR: "бот не смог ответить (ошибка AI)",
+    HandoverReason.NO_KNOWLEDGE: "бот не нашёл ответа в базе знаний",
+    HandoverReason.MEDIA: "клиент прислал файл",
+    HandoverReason.MANAGER_INITIATED: "менеджер написал первым",
 }
 STATUS_LINES = {
-    "pending": "🆘 <b>Нужен менеджер</b>",
-    "active": "🟢 <b>В работе</b>",
-    "resolved": "✅ <b>Решено</b>",
-    "bot_handling": "🤖 <b>Возвращено боту</b>",
-    "timeout": "⌛ <b>Закрыто: никто не взял</b>",
+    HandoverStatus.PENDING: "🆘 <b>Нужен менеджер</b>",
+    HandoverStatus.ACTIVE: "🟢 <b>В работе</b>",
+    HandoverStatus.RESOLVED: "✅ <b>Решено</b>",
+    HandoverStatus.BOT_HANDLING: "🤖 <b>Возвращено боту</b>",
+    HandoverStatus.TIMEOUT: "⌛ <b>Закрыто: никто не взял</b>",
 }
 _CARD_HISTORY = 6
+_CARD_ROLES = {MessageRole.USER: "👤", MessageRole.ASSISTANT: "🤖", MessageRole.MANAGER: "🧑‍💼"}
 
 
 @dataclass(frozen=True)
@@ -60,7 +76,9 @@ def open_handover(session: Session, conversation_id: uuid.UUID, *, lock: bool = 
     return session.scalar(query.with_for_update() if lock else query)
 
 
-def escalate(session: Session, *, conversation: Conversation, reason: str, client_settings: ClientSettings | None = None) -> Escalation:
+def escalate(
+    session: Session, *, conversation: Conversation, reason: HandoverReason, client_settings: ClientSettings | None = None
+) -> Escalation:
     """Open a pending handover and mute the bot, or return the open (or just closed, within cooldown) one."""
     existing = open_handover(session, conversation.id)
     if existing is not None:
@@ -75,7 +93,7 @@ def escalate(session: Session, *, conversation: Conversation, reason: str, clien
         )
         if recent is not None:
             return Escalation(recent.id, created=False, cooldown=True)
-    handover = Handover(client_id=conversation.client_id, conversation_id=conversation.id, status="pending", reason=reason)
+    handover = Handover(client_id=conversation.client_id, conversation_id=conversation.id, status=HandoverStatus.PENDING, reason=reason)
     try:
         with session.begin_nested():
             session.add(handover)
@@ -85,29 +103,29 @@ def escalate(session: Session, *, conversation: Conversation, reason: str, clien
         existing = open_handover(session, conversation.id)
         assert existing is not None
         return Escalation(existing.id, created=False)
-    apply_status(conversation, "pending")
-    session.add(HandoverEvent(handover_id=handover.id, action="created", actor_name=reason))
+    apply_status(conversation, HandoverStatus.PENDING)
+    session.add(HandoverEvent(handover_id=handover.id, action=HandoverAction.CREATED, actor_name=reason))
     queue_card(session, handover)
     logger.info("handover.created", extra={"handover_id": str(handover.id), "conversation_id": str(conversation.id), "reason": reason})
     return Escalation(handover.id, created=True)
 
 
-def transition(session: Session, *, handover: Handover, conversation: Conversation, target: str, now: datetime) -> None:
+def transition(session: Session, *, handover: Handover, conversation: Conversation, target: HandoverStatus, now: datetime) -> None:
     """Move a handover to `target` (checked by the state machine) and bring the conversation along."""
     state_machine.check_transition(handover.status, target)
     handover.status = target
     handover.last_activity_at = now
-    if target == "active":
+    if target == HandoverStatus.ACTIVE:
         handover.taken_at = now
-    elif target in ("resolved", "bot_handling", "timeout"):
+    elif state_machine.is_closed(target):
         handover.resolved_at = now
     apply_status(conversation, target)
 
 
 def cancel(session: Session, *, handover: Handover, conversation: Conversation) -> None:
     """The customer withdrew the request while waiting ("не надо", "стоп"): close it and tell the managers."""
-    transition(session, handover=handover, conversation=conversation, target="resolved", now=_now(session))
-    session.add(HandoverEvent(handover_id=handover.id, action="cancelled_by_customer"))
+    transition(session, handover=handover, conversation=conversation, target=HandoverStatus.RESOLVED, now=_now(session))
+    session.add(HandoverEvent(handover_id=handover.id, action=HandoverAction.CANCELLED_BY_CUSTOMER))
     queue_card(session, handover)
     queue_topic_text(
         session, client_id=handover.client_id, conversation_id=conversation.id, text="🚫 Клиент отказался от связи с менеджером."
@@ -119,12 +137,12 @@ def mute_for_staff(session: Session, *, conversation_id: uuid.UUID, minutes: int
     """A staff member answered from the business phone: the bot steps back for a while (an open handover stays as is)."""
     session.execute(
         update(Conversation)
-        .where(Conversation.id == conversation_id, Conversation.state == "bot")
-        .values(bot_status="muted", bot_muted_until=func.now() + timedelta(minutes=minutes))
+        .where(Conversation.id == conversation_id, Conversation.state == ConversationState.BOT)
+        .values(bot_status=BotStatus.MUTED, bot_muted_until=func.now() + timedelta(minutes=minutes))
     )
 
 
-def apply_status(conversation: Conversation, handover_status: str) -> None:
+def apply_status(conversation: Conversation, handover_status: HandoverStatus) -> None:
     state, bot_status = state_machine.CONVERSATION_FOR_HANDOVER[handover_status]
     conversation.state = state
     conversation.bot_status = bot_status
@@ -149,8 +167,8 @@ def queue_card(session: Session, handover: Handover) -> None:
         session,
         client_id=handover.client_id,
         conversation_id=handover.conversation_id,
-        channel="telegram",
-        kind="card",
+        channel=OutboxChannel.TELEGRAM,
+        kind=OutboxKind.CARD,
         payload={"handover_id": str(handover.id)},
     )
 
@@ -163,8 +181,8 @@ def queue_topic_text(
         session,
         client_id=client_id,
         conversation_id=conversation_id,
-        channel="telegram",
-        kind="topic_text",
+        channel=OutboxChannel.TELEGRAM,
+        kind=OutboxKind.TOPIC_TEXT,
         payload={"text": text, "reply_to": reply_to},
     )
 
@@ -175,8 +193,8 @@ def queue_topic_media(session: Session, *, client_id: uuid.UUID, conversation_id
         session,
         client_id=client_id,
         conversation_id=conversation_id,
-        channel="telegram",
-        kind="topic_media",
+        channel=OutboxChannel.TELEGRAM,
+        kind=OutboxKind.TOPIC_MEDIA,
         payload={"message_id": str(message_id)},
     )
 
@@ -192,7 +210,7 @@ def card_text(session: Session, handover: Handover) -> str:
     user = session.get(User, conversation.user_id)
     assert user is not None
     status = STATUS_LINES[handover.status]
-    if handover.status in ("active", "resolved", "bot_handling") and handover.assigned_to:
+    if handover.status in (HandoverStatus.ACTIVE, HandoverStatus.RESOLVED, HandoverStatus.BOT_HANDLING) and handover.assigned_to:
         status += f" · {escape(handover.assigned_to)}"
     lines = [
         status,
@@ -201,26 +219,25 @@ def card_text(session: Session, handover: Handover) -> str:
     ]
     recent = session.execute(
         select(Message.role, Message.content)
-        .where(Message.conversation_id == conversation.id, Message.role.in_(("user", "assistant", "manager")), Message.content != "")
+        .where(Message.conversation_id == conversation.id, Message.role.in_(_CARD_ROLES), Message.content != "")
         .order_by(Message.created_at.desc())
         .limit(_CARD_HISTORY)
     ).all()
     if recent:
         lines.append("")
         lines.append("Последние сообщения:")
-        icons = {"user": "👤", "assistant": "🤖", "manager": "🧑‍💼"}
-        lines += [f"{icons[role]} {escape(truncate(content, 400))}" for role, content in reversed(recent)]
+        lines += [f"{_CARD_ROLES[role]} {escape(truncate(content, 400))}" for role, content in reversed(recent)]
     return truncate("\n".join(lines), telegram.TEXT_LIMIT)
 
 
 def card_buttons(handover: Handover) -> dict[str, Any] | None:
     hid = handover.id
-    if handover.status == "pending":
+    if handover.status == HandoverStatus.PENDING:
         rows = [
             [{"text": "✋ Взять", "callback_data": f"take_{hid}"}, {"text": "⏭ Пропустить", "callback_data": f"skip_{hid}"}],
             [{"text": "✅ Решено", "callback_data": f"resolve_{hid}"}, {"text": "🤖 Вернуть боту", "callback_data": f"return_{hid}"}],
         ]
-    elif handover.status == "active":
+    elif handover.status == HandoverStatus.ACTIVE:
         rows = [[{"text": "✅ Решено", "callback_data": f"resolve_{hid}"}, {"text": "🤖 Вернуть боту", "callback_data": f"return_{hid}"}]]
     else:
         return None
@@ -276,7 +293,7 @@ def _in_topic(delivery: Delivery, send: Callable[[int], dict[str, Any]]) -> dict
         return send(ensure_topic(delivery.client, delivery.conversation_id, stale=topic_id))
 
 
-@outbox.handler("telegram", "topic_text")
+@outbox.handler(OutboxChannel.TELEGRAM, OutboxKind.TOPIC_TEXT)
 def _deliver_topic_text(delivery: Delivery, save_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     bot, chat_id = telegram.bot_for(delivery.client), telegram.chat_for(delivery.client)
     text, reply_to = delivery.payload["text"], delivery.payload.get("reply_to")
@@ -291,7 +308,7 @@ def _deliver_topic_text(delivery: Delivery, save_progress: Callable[[dict[str, A
     return _in_topic(delivery, send)
 
 
-@outbox.handler("telegram", "topic_media")
+@outbox.handler(OutboxChannel.TELEGRAM, OutboxKind.TOPIC_MEDIA)
 def _deliver_topic_media(delivery: Delivery, save_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     bot, chat_id = telegram.bot_for(delivery.client), telegram.chat_for(delivery.client)
     with session_scope() as session:
@@ -325,7 +342,7 @@ def _deliver_topic_media(delivery: Delivery, save_progress: Callable[[dict[str, 
     return _in_topic(delivery, send)
 
 
-@outbox.handler("telegram", "card")
+@outbox.handler(OutboxChannel.TELEGRAM, OutboxKind.CARD)
 def _deliver_card(delivery: Delivery, save_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Render the card from the handover's state now: send and pin it once, afterwards edit it in place."""
     bot, chat_id = telegram.bot_for(delivery.client), telegram.chat_for(delivery.client)
@@ -396,14 +413,14 @@ def handle_callback(session: Session, *, client: Client, data: str, manager_id: 
     assert conversation is not None
     now = _now(session)
     settings_ = clients.settings_of(client)
-    if action == "skip":
-        session.add(HandoverEvent(handover_id=handover.id, action="skip", actor_id=manager_id, actor_name=manager_name))
+    if action == HandoverAction.SKIP:
+        session.add(HandoverEvent(handover_id=handover.id, action=HandoverAction.SKIP, actor_id=manager_id, actor_name=manager_name))
         return CallbackAnswer("Пропущено: заявка осталась для других")
     if handover.status not in OPEN_HANDOVER_STATUSES:
         queue_card(session, handover)  # a stale card: bring it up to date
         return CallbackAnswer("Заявка уже закрыта", alert=True)
-    if action == "take":
-        if handover.status == "active":
+    if action == HandoverAction.TAKE:
+        if handover.status == HandoverStatus.ACTIVE:
             if handover.assigned_to_id == manager_id:
                 return CallbackAnswer("Вы уже ведёте этот диалог")
             return CallbackAnswer(f"Уже взял {handover.assigned_to}", alert=True)
@@ -417,15 +434,15 @@ def handle_callback(session: Session, *, client: Client, data: str, manager_id: 
             settings_=settings_,
         )
         return CallbackAnswer("Вы взяли диалог. Пишите ответ в этой теме — он уйдёт клиенту в WhatsApp.")
-    if action in ("resolve", "return"):
-        target = "resolved" if action == "resolve" else "bot_handling"
+    if action in (HandoverAction.RESOLVE, HandoverAction.RETURN):
+        target = HandoverStatus.RESOLVED if action == HandoverAction.RESOLVE else HandoverStatus.BOT_HANDLING
         if handover.assigned_to is None:
             handover.assigned_to, handover.assigned_to_id = manager_name, manager_id
         transition(session, handover=handover, conversation=conversation, target=target, now=now)
         session.add(HandoverEvent(handover_id=handover.id, action=action, actor_id=manager_id, actor_name=manager_name))
         queue_card(session, handover)
         logger.info("handover.closed", extra={"handover_id": str(handover.id), "conversation_id": str(conversation.id), "status": target})
-        return CallbackAnswer("Диалог закрыт, бот снова отвечает" if action == "resolve" else "Диалог возвращён боту")
+        return CallbackAnswer("Диалог закрыт, бот снова отвечает" if action == HandoverAction.RESOLVE else "Диалог возвращён боту")
     return CallbackAnswer("Неизвестная кнопка", alert=True)
 
 
@@ -440,17 +457,19 @@ def take(
     settings_: ClientSettings,
 ) -> None:
     """The manager takes the conversation over; the customer may be told who is answering now."""
-    transition(session, handover=handover, conversation=conversation, target="active", now=now)
+    transition(session, handover=handover, conversation=conversation, target=HandoverStatus.ACTIVE, now=now)
     handover.assigned_to, handover.assigned_to_id = manager_name, manager_id
-    session.add(HandoverEvent(handover_id=handover.id, action="take", actor_id=manager_id, actor_name=manager_name))
+    session.add(HandoverEvent(handover_id=handover.id, action=HandoverAction.TAKE, actor_id=manager_id, actor_name=manager_name))
     queue_card(session, handover)
     if settings_.announce_manager:
-        queue_customer_text(session, conversation=conversation, text=replies.MANAGER_JOINED.format(name=manager_name), role="system")
+        queue_customer_text(
+            session, conversation=conversation, text=replies.MANAGER_JOINED.format(name=manager_name), role=MessageRole.SYSTEM
+        )
     logger.info("handover.taken", extra={"handover_id": str(handover.id), "conversation_id": str(conversation.id)})
 
 
 def queue_customer_text(
-    session: Session, *, conversation: Conversation, text: str, role: str = "assistant", reason: str | None = None
+    session: Session, *, conversation: Conversation, text: str, role: MessageRole = MessageRole.ASSISTANT, reason: str | None = None
 ) -> uuid.UUID:
     """Store a message to the customer and put it in the outbox, in the caller's transaction."""
     phone = session.scalar(select(User.phone).where(User.id == conversation.user_id))
@@ -475,7 +494,7 @@ def check_pending(now: datetime | None = None) -> int:
     with session_scope() as session:
         now = now or _now(session)
         rows = session.execute(
-            select(Handover, Client).join(Client, Client.id == Handover.client_id).where(Handover.status == "pending")
+            select(Handover, Client).join(Client, Client.id == Handover.client_id).where(Handover.status == HandoverStatus.PENDING)
         ).all()
         for handover, client in rows:
             settings_ = clients.settings_of(client)
@@ -493,7 +512,7 @@ def check_pending(now: datetime | None = None) -> int:
 def _remind(session: Session, handover: Handover, text: str, *, level: int) -> int:
     claimed = session.scalar(
         update(Handover)
-        .where(Handover.id == handover.id, Handover.reminders_sent < level, Handover.status == "pending")
+        .where(Handover.id == handover.id, Handover.reminders_sent < level, Handover.status == HandoverStatus.PENDING)
         .values(reminders_sent=level)
         .returning(Handover.id)
     )
@@ -509,14 +528,14 @@ def _remind(session: Session, handover: Handover, text: str, *, level: int) -> i
 
 def _auto_close(session: Session, handover: Handover, now: datetime) -> int:
     locked = session.scalar(
-        select(Handover).where(Handover.id == handover.id, Handover.status == "pending").with_for_update(skip_locked=True)
+        select(Handover).where(Handover.id == handover.id, Handover.status == HandoverStatus.PENDING).with_for_update(skip_locked=True)
     )
     if locked is None:
         return 0
     conversation = session.get(Conversation, handover.conversation_id)
     assert conversation is not None
-    transition(session, handover=locked, conversation=conversation, target="timeout", now=now)
-    session.add(HandoverEvent(handover_id=locked.id, action="timeout"))
+    transition(session, handover=locked, conversation=conversation, target=HandoverStatus.TIMEOUT, now=now)
+    session.add(HandoverEvent(handover_id=locked.id, action=HandoverAction.TIMEOUT))
     queue_card(session, locked)
     queue_customer_text(session, conversation=conversation, text=replies.HANDOVER_TIMEOUT, reason="handover_timeout")
     logger.info("handover.timeout", extra={"handover_id": str(locked.id), "conversation_id": str(conversation.id)})

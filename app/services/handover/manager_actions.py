@@ -11,7 +11,20 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from app.db import session_scope
-from app.models import Client, Conversation, Handover, HandoverEvent, TelegramUpdate, User
+from app.models import (
+    Client,
+    Conversation,
+    Handover,
+    HandoverAction,
+    HandoverEvent,
+    HandoverReason,
+    HandoverStatus,
+    MessageRole,
+    OutboxChannel,
+    OutboxKind,
+    TelegramUpdate,
+    User,
+)
 from app.schemas.telegram import TgCallbackQuery, TgUpdate
 from app.services import clients
 from app.services.channels import outbox, telegram
@@ -109,10 +122,10 @@ def handle_message(
     handover = lifecycle.open_handover(session, conversation.id, lock=True)
     if handover is None:
         # The manager writes first (or after the handover closed): the bot must keep quiet while they talk.
-        escalation = lifecycle.escalate(session, conversation=conversation, reason="manager_initiated")
+        escalation = lifecycle.escalate(session, conversation=conversation, reason=HandoverReason.MANAGER_INITIATED)
         handover = session.get(Handover, escalation.handover_id)
         assert handover is not None
-    if handover.status == "pending":
+    if handover.status == HandoverStatus.PENDING:
         lifecycle.take(
             session,
             handover=handover,
@@ -123,7 +136,7 @@ def handle_message(
             settings_=clients.settings_of(client),
         )
     handover.last_activity_at = now
-    session.add(HandoverEvent(handover_id=handover.id, action="reply", actor_id=manager_id, actor_name=manager_name))
+    session.add(HandoverEvent(handover_id=handover.id, action=HandoverAction.REPLY, actor_id=manager_id, actor_name=manager_name))
     phone = session.scalar(select(User.phone).where(User.id == conversation.user_id))
     assert phone is not None
     outbox_id = outbox.queue_whatsapp_text(
@@ -132,8 +145,8 @@ def handle_message(
         conversation_id=conversation.id,
         phone=phone,
         text=text,
-        role="manager",
-        kind="manager_text",
+        role=MessageRole.MANAGER,
+        kind=OutboxKind.MANAGER_TEXT,
         meta={"manager": manager_name, "manager_id": manager_id, "telegram_message_id": telegram_message_id},
         dedup_key=f"manager:{client.id}:{telegram_message_id}",
         extra_payload={"telegram_message_id": telegram_message_id},
@@ -142,7 +155,7 @@ def handle_message(
     return ManagerMessageResult("queued", outbox_id)
 
 
-@outbox.handler("whatsapp", "manager_text")
+@outbox.handler(OutboxChannel.WHATSAPP, OutboxKind.MANAGER_TEXT)
 def _deliver_manager_text(delivery: Delivery, save_progress: Any) -> dict[str, Any]:
     """Send like any WhatsApp text, then confirm in the topic; the first failure is reported there at once."""
     try:
@@ -156,7 +169,7 @@ def _deliver_manager_text(delivery: Delivery, save_progress: Any) -> dict[str, A
 
 
 def _on_gave_up(delivery: Delivery, error: str) -> None:
-    if delivery.kind == "manager_text":
+    if delivery.kind == OutboxKind.MANAGER_TEXT:
         _notice(delivery, NOT_DELIVERED.format(error=_short(error)))
 
 

@@ -1,22 +1,24 @@
 """The allowed handover transitions and what each handover status means for the conversation, in one place."""
 
+from app.models import BotStatus, ConversationState, HandoverStatus
 from app.utils.errors import TrufflesError
 
-HANDOVER_TRANSITIONS: dict[str, frozenset[str]] = {
-    "pending": frozenset({"active", "resolved", "bot_handling", "timeout"}),
-    "active": frozenset({"resolved", "bot_handling", "timeout"}),
-    "resolved": frozenset(),
-    "bot_handling": frozenset(),
-    "timeout": frozenset(),
+_CLOSED = (HandoverStatus.RESOLVED, HandoverStatus.BOT_HANDLING, HandoverStatus.TIMEOUT)
+HANDOVER_TRANSITIONS: dict[HandoverStatus, frozenset[HandoverStatus]] = {
+    HandoverStatus.PENDING: frozenset({HandoverStatus.ACTIVE, *_CLOSED}),
+    HandoverStatus.ACTIVE: frozenset(_CLOSED),
+    HandoverStatus.RESOLVED: frozenset(),
+    HandoverStatus.BOT_HANDLING: frozenset(),
+    HandoverStatus.TIMEOUT: frozenset(),
 }
 
 # conversation.state and bot_status that follow from a handover entering each status.
-CONVERSATION_FOR_HANDOVER: dict[str, tuple[str, str]] = {
-    "pending": ("pending", "muted"),
-    "active": ("manager", "muted"),
-    "resolved": ("bot", "active"),
-    "bot_handling": ("bot", "active"),
-    "timeout": ("bot", "active"),
+CONVERSATION_FOR_HANDOVER: dict[HandoverStatus, tuple[ConversationState, BotStatus]] = {
+    HandoverStatus.PENDING: (ConversationState.PENDING, BotStatus.MUTED),
+    HandoverStatus.ACTIVE: (ConversationState.MANAGER, BotStatus.MUTED),
+    HandoverStatus.RESOLVED: (ConversationState.BOT, BotStatus.ACTIVE),
+    HandoverStatus.BOT_HANDLING: (ConversationState.BOT, BotStatus.ACTIVE),
+    HandoverStatus.TIMEOUT: (ConversationState.BOT, BotStatus.ACTIVE),
 }
 
 
@@ -25,11 +27,16 @@ class InvalidTransition(TrufflesError):
     code = "invalid_transition"
 
 
-def can_transition(current: str, target: str) -> bool:
+def is_closed(status: HandoverStatus) -> bool:
+    """A handover in this status is over: it can move no further."""
+    return not HANDOVER_TRANSITIONS[status]
+
+
+def can_transition(current: HandoverStatus, target: HandoverStatus) -> bool:
     return target in HANDOVER_TRANSITIONS.get(current, frozenset())
 
 
-def check_transition(current: str, target: str) -> None:
+def check_transition(current: HandoverStatus, target: HandoverStatus) -> None:
     """Raise InvalidTransition unless a handover may move from `current` to `target`."""
     if not can_transition(current, target):
         raise InvalidTransition(f"handover cannot go from {current} to {target}")

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 
 from app.config import settings
 from app.db import session_scope
-from app.models import Message
+from app.models import Message, MessageStatus
 from app.redis_client import redis_client
 from app.services.channels import outbox
 from app.services.conversation import scheduling
@@ -32,13 +32,13 @@ def redrive_turns(limit: int = 500) -> int:
     with session_scope() as session:
         session.execute(
             update(Message)
-            .where(Message.status == "processing", Message.claimed_at < func.now() - stale_claim)
-            .values(status="received", turn_id=None, claimed_at=None)
+            .where(Message.status == MessageStatus.PROCESSING, Message.claimed_at < func.now() - stale_claim)
+            .values(status=MessageStatus.RECEIVED, turn_id=None, claimed_at=None)
         )
         conversation_ids = list(
             session.scalars(
                 select(Message.conversation_id)
-                .where(Message.status == "received", Message.created_at < func.now() - overdue)
+                .where(Message.status == MessageStatus.RECEIVED, Message.created_at < func.now() - overdue)
                 .group_by(Message.conversation_id)
                 .limit(limit)
             )
