@@ -83,8 +83,8 @@ class Settings(BaseSettings):
     embedding_dimensions: int | None = None
     kb_chunk_chars: int = 700
     kb_chunk_overlap_chars: int = 100
-    # Relevance floor for `knowledge_for()` (see kb), tuned on the tune split of bench/fixtures/kb for
-    # the bundled e5 model (python -m bench.retrieval_bench). Re-tune when EMBEDDING_PROVIDER changes.
+    # Relevance floor for answers (`judge()` in services/knowledge/kb.py), tuned on the tune split of
+    # bench/fixtures/kb for the bundled e5 model (python -m bench.retrieval_bench). Re-tune when EMBEDDING_PROVIDER changes.
     kb_min_score: float = 0.83
     # Embedded Qdrant only: score a tenant's vectors with numpy from an in-process copy (dropped on every
     # write) instead of Qdrant's pure-Python scoring; false = always ask Qdrant (slow, for comparisons).
@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     # Largest knowledge-base file the admin API accepts; an /admin/ request body may be this plus 64 KiB
     # (every other request is capped by MAX_BODY_BYTES)
     kb_upload_max_bytes: int = 5 * 1024 * 1024
-    # Stricter floor for quoting a passage verbatim when no language model is configured (`best_passage()`),
+    # Stricter floor for quoting a passage verbatim when no language model is configured (`judge()`),
     # tuned the same way: the lowest score at which the top hit was right >= 90% of the time
     kb_offline_min_score: float = 0.85
     kb_top_k: int = 3

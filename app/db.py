@@ -3,10 +3,11 @@
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import psycopg2
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -111,3 +112,10 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def now(session: Session) -> datetime:
+    """The database's clock (the transaction's start): the one clock every stored time is compared with."""
+    value = session.scalar(select(func.now()))
+    assert value is not None
+    return value

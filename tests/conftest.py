@@ -128,7 +128,7 @@ from app.models import Base  # noqa: E402
 from app.queue import broker  # noqa: E402
 from app.redis_client import redis_client  # noqa: E402
 from app.services import clients  # noqa: E402
-from app.services.conversation import turn  # noqa: E402
+from app.services.conversation import inbound  # noqa: E402
 from app.services.knowledge import qdrant  # noqa: E402
 from fakes.chatflow import FakeChatFlow  # noqa: E402
 from fakes.elevenlabs import FakeElevenLabs  # noqa: E402
@@ -174,7 +174,7 @@ def _clean_state() -> Iterator[None]:
             time.sleep(0.1)
     redis_client.flushdb()
     clients.clear_cache()
-    turn.clear_cache()
+    inbound.forget_conversations()
     yield
 
 

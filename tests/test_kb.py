@@ -237,7 +237,7 @@ def test_a_client_never_sees_another_clients_chunks(empty_kb: None) -> None:
         hits = kb.search(client_id="salon", query=query, limit=10)
         assert hits, "the salon's own chunks are still returned"
         assert all(hit.source == "faq.md" and "4471" not in hit.text for hit in hits)
-        assert kb.relevant(client_id="salon", query=query, limit=10) == []
+        assert kb.knowledge_for(client_id="salon", query=query, limit=10).relevant == []
     assert kb.search(client_id="clinic", query="синий кит 4471", limit=1)[0].source == "internal.txt"
     assert kb.search(client_id="nobody", query=secret) == []
 
@@ -288,24 +288,39 @@ def test_fixture_retrieval_quality_does_not_regress(salon_kb: None) -> None:
     assert hit_at_1 >= 0.8, hit_at_1  # 0.84 when written (tune 0.81, held-out 0.89)
 
 
+def test_judging_hits_applies_the_answer_floor_and_the_stricter_quoting_floor() -> None:
+    def hit(score: float) -> kb.KnowledgeHit:
+        return kb.KnowledgeHit(text=f"chunk {score}", score=score, source="faq.md", heading="", chunk_id=str(score))
+
+    strict, floor = settings.kb_offline_min_score, settings.kb_min_score
+    sure, likely, weak = hit(strict + 0.01), hit((strict + floor) / 2), hit(floor - 0.01)
+    assert kb.judge([sure, likely, weak]) == kb.Knowledge(found=True, relevant=[sure, likely], quotable=sure)
+    assert kb.judge([likely, weak]) == kb.Knowledge(found=True, relevant=[likely], quotable=None)
+    assert kb.judge([weak]) == kb.Knowledge(found=True, relevant=[], quotable=None)  # a knowledge base with nothing relevant
+    assert kb.judge([]) == kb.NOTHING
+
+
 def test_threshold_keeps_answers_and_drops_off_topic(salon_kb: None) -> None:
     data = yaml.safe_load((FIXTURE / "questions.yaml").read_text(encoding="utf-8"))
-    rejected = [q["q"] for q in data["off_topic"] if not kb.relevant(client_id="zhibek", query=q["q"], limit=3)]
-    assert kb.relevant(client_id="zhibek", query="рецепт бешбармака", limit=3) == []
+    rejected = [q["q"] for q in data["off_topic"] if not kb.knowledge_for(client_id="zhibek", query=q["q"], limit=3).relevant]
+    assert kb.knowledge_for(client_id="zhibek", query="рецепт бешбармака", limit=3).relevant == []
     assert len(rejected) >= 0.75 * len(data["off_topic"]), rejected
 
-    kept = kb.knowledge_for(client_id="zhibek", query="сколько стоит маникюр с покрытием?", limit=3)
+    kept = kb.knowledge_for(client_id="zhibek", query="сколько стоит маникюр с покрытием?", limit=3).relevant
     assert kept and kept[0].heading == "Цены > Маникюр и педикюр"
     assert all(hit.score >= settings.kb_min_score for hit in kept)
 
 
-def test_best_passage_answers_only_confident_matches(salon_kb: None) -> None:
-    passage = kb.best_passage(client_id="zhibek", query="сколько стоит маникюр с покрытием гель-лаком?")
+def test_only_confident_matches_are_quotable(salon_kb: None) -> None:
+    def quotable(client_id: str, query: str) -> kb.KnowledgeHit | None:
+        return kb.knowledge_for(client_id=client_id, query=query).quotable
+
+    passage = quotable("zhibek", "сколько стоит маникюр с покрытием гель-лаком?")
     assert passage is not None and "8 000 тг" in passage.text
     assert passage.score >= settings.kb_offline_min_score > settings.kb_min_score
     for off_topic in ("рецепт бешбармака", "курс доллара на сегодня", "посоветуй сериал на вечер"):
-        assert kb.best_passage(client_id="zhibek", query=off_topic) is None
-    assert kb.best_passage(client_id="somebody-else", query="сколько стоит маникюр с покрытием гель-лаком?") is None
+        assert quotable("zhibek", off_topic) is None
+    assert quotable("somebody-else", "сколько стоит маникюр с покрытием гель-лаком?") is None
 
 
 def test_a_very_long_query_is_searched_by_its_tail_and_quickly(salon_kb: None) -> None:

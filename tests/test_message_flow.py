@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import time
+from datetime import timedelta
 
 from sqlalchemy import delete, select
 
@@ -19,7 +20,7 @@ from app.models import (
     OutboxStatus,
     User,
 )
-from app.services.conversation import scheduling, turn
+from app.services.conversation import inbound, scheduling, turn
 from app.services.replies import FALLBACK_RESPONSES, GREETING
 from tests.helpers import chatflow_payload, wait_until
 
@@ -309,7 +310,6 @@ def test_message_written_while_answer_is_generated_joins_the_turn(api, llm, chat
 def test_turn_of_a_killed_worker_is_answered_once_after_restart(api, llm, chatflow, make_client, monkeypatch):
     """A process died holding a turn: its messages stay 'processing'. The sweep releases and answers them."""
     from app.config import settings
-    from app.services.operations import maintenance
 
     client = make_client("salon")
     _store_without_scheduling(client.id, chatflow_payload("Вы работаете сегодня?"))
@@ -319,17 +319,16 @@ def test_turn_of_a_killed_worker_is_answered_once_after_restart(api, llm, chatfl
         message.status, message.claimed_at = MessageStatus.PROCESSING, message.created_at.replace(year=2020)
 
     monkeypatch.setattr(settings, "buffer_max_wait_seconds", 0)
-    monkeypatch.setattr(maintenance, "_GRACE", maintenance.timedelta(0))
-    assert maintenance.redrive_turns() == 1
+    monkeypatch.setattr(turn, "_REDRIVE_GRACE", timedelta(0))
+    assert turn.redrive_turns() == 1
     wait_until(lambda: chatflow.sent_texts())
-    maintenance.redrive_turns()  # a second sweep finds nothing left to do
+    turn.redrive_turns()  # a second sweep finds nothing left to do
     time.sleep(0.8)
     assert len(chatflow.sent_texts()) == 1
 
 
 def test_message_whose_job_was_lost_is_answered_by_the_sweep(api, llm, chatflow, make_client, monkeypatch):
     from app.config import settings
-    from app.services.operations import maintenance
 
     client = make_client("salon")
     _store_without_scheduling(client.id, chatflow_payload("Алло"))  # stored, but Redis lost the job
@@ -337,8 +336,8 @@ def test_message_whose_job_was_lost_is_answered_by_the_sweep(api, llm, chatflow,
     assert chatflow.sent_texts() == []
 
     monkeypatch.setattr(settings, "buffer_max_wait_seconds", 0)
-    monkeypatch.setattr(maintenance, "_GRACE", maintenance.timedelta(0))
-    assert maintenance.redrive_turns() == 1
+    monkeypatch.setattr(turn, "_REDRIVE_GRACE", timedelta(0))
+    assert turn.redrive_turns() == 1
     assert len(wait_until(lambda: chatflow.sent_texts())) == 1
 
 
@@ -347,7 +346,7 @@ def _store_without_scheduling(client_id, payload) -> None:
 
     parsed = ChatFlowWebhook.model_validate(payload)
     assert parsed.phone is not None
-    assert turn._store(client_id=client_id, payload=parsed, phone=parsed.phone, role=MessageRole.USER, status=MessageStatus.RECEIVED)
+    assert inbound._store(client_id=client_id, payload=parsed, phone=parsed.phone, role=MessageRole.USER, status=MessageStatus.RECEIVED)
 
 
 def _break_after_first_send(chatflow, monkeypatch) -> None:

@@ -5,6 +5,7 @@ import concurrent.futures
 import contextlib
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from pydantic import SecretStr
@@ -25,7 +26,8 @@ from app.models import (
     OutboxStatus,
 )
 from app.services.channels import outbox
-from app.services.operations import alerts, maintenance
+from app.services.conversation import turn
+from app.services.operations import alerts
 from app.services.replies import FALLBACK_RESPONSES
 from tests.conftest import REDIS
 from tests.helpers import chatflow_payload, wait_until
@@ -69,8 +71,8 @@ def postgres_outage() -> Iterator[None]:
 
 def _redrive_now(monkeypatch) -> None:
     monkeypatch.setattr(settings, "buffer_max_wait_seconds", 0)
-    monkeypatch.setattr(maintenance, "_GRACE", maintenance.timedelta(0))
-    maintenance.redrive_turns()
+    monkeypatch.setattr(turn, "_REDRIVE_GRACE", timedelta(0))
+    turn.redrive_turns()
 
 
 def _count(model, *where) -> int:

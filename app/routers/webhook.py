@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from app.config import settings
 from app.schemas.chatflow import ChatFlowWebhook, WebhookAck
 from app.services import clients
-from app.services.conversation import turn
+from app.services.conversation import inbound
 
 router = APIRouter(tags=["webhook"])
 
@@ -28,6 +28,6 @@ async def receive_message(
     return JSONResponse(ack)
 
 
-def _ingest(client_slug: str, payload: ChatFlowWebhook, secret: str | None) -> turn.IngestResult:
+def _ingest(client_slug: str, payload: ChatFlowWebhook, secret: str | None) -> inbound.IngestResult:
     client = clients.webhook_client(client_slug, secret)
-    return turn.ingest(client=client, payload=payload)
+    return inbound.ingest(client=client, payload=payload)

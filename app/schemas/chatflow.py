@@ -1,6 +1,7 @@
 """The ChatFlow webhook payload, accepted flat or wrapped in {"body": {...}}."""
 
 import re
+from enum import StrEnum
 from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -144,6 +145,20 @@ class ChatFlowWebhook(BaseModel):
         return (self.media.caption or "") if self.media else ""
 
 
+class IngestStatus(StrEnum):
+    OK = "ok"  # stored; its turn is scheduled
+    DUPLICATE = "duplicate"  # delivered before: nothing done
+    IGNORED = "ignored"  # stored or dropped, never answered (see IgnoreReason)
+
+
+class IgnoreReason(StrEnum):
+    GROUP_OR_BROADCAST = "group_or_broadcast"
+    ECHO = "echo"  # the gateway echoing our own send
+    FROM_ME = "from_me"  # staff writing from the business phone: stored, the bot steps back
+
+
 class WebhookAck(BaseModel):
-    status: str = "ok"
-    reason: str | None = None
+    """The webhook's answer to ChatFlow."""
+
+    status: IngestStatus = IngestStatus.OK
+    reason: IgnoreReason | None = None

@@ -7,7 +7,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import redis
@@ -15,7 +15,7 @@ from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app import metrics, queue
+from app import db, metrics, queue
 from app.config import settings
 from app.db import session_scope
 from app.models import (
@@ -216,10 +216,6 @@ def redrive(limit: int = 200) -> int:
     return len(ids)
 
 
-def _now(session: Session) -> datetime:
-    return session.scalar(select(text("now()")))  # type: ignore[return-value]
-
-
 def _claim(item_id: uuid.UUID) -> Delivery | None:
     with session_scope() as session:
         now = func.now()
@@ -277,7 +273,7 @@ def _failed(delivery: Delivery, error: str, *, retryable: bool) -> str:
                 session.execute(update(Message).where(Message.id == item.message_id).values(status=MessageStatus.FAILED))
         else:
             item.status = OutboxStatus.PENDING
-            item.next_attempt_at = _now(session) + timedelta(seconds=delay)
+            item.next_attempt_at = db.now(session) + timedelta(seconds=delay)
     extra = {
         "outbox_id": str(delivery.id),
         "channel": delivery.channel,

@@ -24,6 +24,8 @@ from redis.lock import Lock
 from app import queue
 from app.config import settings
 from app.redis_client import redis_client
+from app.schemas.chatflow import ChatFlowWebhook
+from app.services.clients import ClientInfo
 from app.services.conversation import end_of_turn
 
 logger = logging.getLogger(__name__)
@@ -116,12 +118,6 @@ _POP_DUE = redis_client.register_script(
 )
 
 
-@dataclass(frozen=True)
-class TurnTiming:
-    wait_seconds: float
-    max_wait_seconds: float
-
-
 def _key(conversation_id: uuid.UUID) -> str:
     return f"turn:{conversation_id}"
 
@@ -130,14 +126,78 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def wait_for(*, message_type: str, text: str, timing: TurnTiming) -> float:
-    """How long to wait after this message for the customer to go on writing (see end_of_turn)."""
-    return end_of_turn.wait_seconds(message_type=message_type, text=text, base_wait=timing.wait_seconds)
+@dataclass(frozen=True, slots=True)
+class TurnMove:
+    """What one new customer message does to its conversation's turn: the wait it sets (end-of-turn policy),
+    the turn's cap, and how late the message reached us. Computed once per delivery (see turn_move)."""
+
+    client_id: uuid.UUID
+    wait_seconds: float
+    max_wait_seconds: float
+    lag_seconds: float
+    shortest_wait_seconds: float  # the shortest wait any later message of the turn may set
+
+    def apply(self, conversation_id: uuid.UUID) -> bool:
+        """Note the message and move its turn's due time. False if Redis failed.
+
+        While the client's deliveries lag every turn of the client is re-judged when claimed (see _CLAIM)."""
+        try:
+            self._touch(conversation_id)
+            return True
+        except redis.RedisError as exc:
+            # The message is safe in PostgreSQL; the maintenance sweep schedules its turn once Redis is back.
+            logger.warning("buffer.schedule_failed", extra={"conversation_id": str(conversation_id), "error_type": type(exc).__name__})
+            return False
+
+    def first_delivery(self, conversation_id: uuid.UUID, *, dedup_key: str, dedup_ttl_seconds: int) -> int | None:
+        """De-duplicate the delivery and move the turn in one round trip, before the message is stored (the
+        webhook knows a returning customer's conversation). None when the delivery was seen before (nothing
+        moved); else the soonest the turn may fall due (epoch ms): this message's due time, or earlier if a
+        later message with the shortest wait or the turn's cap comes first. Raises redis.RedisError."""
+        soonest = self._touch(conversation_id, dedup=(dedup_key, dedup_ttl_seconds))
+        return None if soonest < 0 else soonest
+
+    def settle(self, conversation_id: uuid.UUID, *, moved_due_ms: int | None) -> bool:
+        """After the message is stored: the move made before the store (`first_delivery`, due no sooner than
+        `moved_due_ms`) stands while the turn is surely not claimed yet; otherwise the turn is moved now.
+        False if Redis failed."""
+        if moved_due_ms is not None and _still_ahead(moved_due_ms):
+            return True
+        return self.apply(conversation_id)
+
+    def _touch(self, conversation_id: uuid.UUID, dedup: tuple[str, int] | None = None) -> int:
+        waits = self.wait_seconds + self.lag_seconds
+        return _Touch(
+            conversation_id=conversation_id,
+            client_id=self.client_id,
+            now_ms=_now_ms(),
+            wait_ms=int(self.wait_seconds * 1000),
+            max_wait_ms=int(max(self.max_wait_seconds, waits) * 1000),
+            prefetch_ms=_prefetch_ms(waits),
+            lag_ms=int(self.lag_seconds * 1000),
+            dedup_key=dedup[0] if dedup else None,
+            dedup_ttl_seconds=dedup[1] if dedup else 0,
+            shortest_wait_ms=int(self.shortest_wait_seconds * 1000),
+            configured_cap_ms=int(self.max_wait_seconds * 1000),
+        ).run()
 
 
-def shortest_wait(timing: TurnTiming) -> float:
-    """The shortest wait the end-of-turn policy gives any message under this timing."""
-    return end_of_turn.SHORT_FACTOR * max(0.0, timing.wait_seconds)
+def turn_move(client: ClientInfo, payload: ChatFlowWebhook) -> TurnMove:
+    """How this delivery moves its turn: the client's waits (else the global ones), the end-of-turn policy's
+    wait for this message, and its delivery lag."""
+    wait_seconds = client.settings.buffer_wait_seconds
+    if wait_seconds is None:
+        wait_seconds = settings.buffer_wait_seconds
+    max_wait_seconds = client.settings.buffer_max_wait_seconds
+    if max_wait_seconds is None:
+        max_wait_seconds = settings.buffer_max_wait_seconds
+    return TurnMove(
+        client_id=client.id,
+        wait_seconds=end_of_turn.wait_seconds(message_type=payload.message_type, text=payload.text, base_wait=wait_seconds),
+        max_wait_seconds=max_wait_seconds,
+        lag_seconds=delivery_lag(payload.metadata.timestamp),
+        shortest_wait_seconds=end_of_turn.SHORT_FACTOR * max(0.0, wait_seconds),
+    )
 
 
 def delivery_lag(sent_at: int | None) -> float:
@@ -154,73 +214,45 @@ def delivery_lag(sent_at: int | None) -> float:
     return round(min(max(lag, 0.0), settings.max_delivery_lag_seconds), 3)
 
 
-def schedule_turn(
-    *, client_id: uuid.UUID, conversation_id: uuid.UUID, wait_seconds: float, max_wait_seconds: float, lag_seconds: float = 0.0
-) -> bool:
-    """Note a new message of the conversation and move its turn's due time. False if Redis failed.
-
-    `lag_seconds`: how late this message reached us (delivery_lag); its turn waits that much longer, and
-    while the client's deliveries lag every turn of the client is re-judged when claimed (see _CLAIM)."""
-    try:
-        _touch(client_id, conversation_id, wait_seconds, max_wait_seconds, lag_seconds)
-        return True
-    except redis.RedisError as exc:
-        # The message is safe in PostgreSQL; the maintenance sweep schedules its turn once Redis is back.
-        logger.warning("buffer.schedule_failed", extra={"conversation_id": str(conversation_id), "error_type": type(exc).__name__})
-        return False
-
-
-def schedule_first_delivery(
-    *,
-    dedup_key: str,
-    dedup_ttl_seconds: int,
-    client_id: uuid.UUID,
-    conversation_id: uuid.UUID,
-    wait_seconds: float,
-    max_wait_seconds: float,
-    lag_seconds: float = 0.0,
-    shortest_wait_seconds: float = 0.0,
-) -> int | None:
-    """De-duplicate a delivery and move its conversation's turn in one round trip, before the message is
-    stored (the webhook knows a returning customer's conversation). None when the delivery was seen before
-    (nothing moved); else the soonest the turn may fall due (epoch ms): this message's due time, or earlier
-    if a later message with the shortest wait (`shortest_wait_seconds`) or the turn's cap comes first.
-    Raises redis.RedisError."""
-    extra = (int(shortest_wait_seconds * 1000), int(max_wait_seconds * 1000))
-    soonest = _touch(client_id, conversation_id, wait_seconds, max_wait_seconds, lag_seconds, dedup=(dedup_key, dedup_ttl_seconds, *extra))
-    return None if soonest < 0 else soonest
-
-
-def still_ahead(due_ms: int) -> bool:
+def _still_ahead(due_ms: int) -> bool:
     """Whether a turn that cannot fall due before `due_ms` is surely not claimed yet: a message stored
     now is part of it. A turn is claimed no earlier than its due time (the lag rules only postpone it);
     the margin covers the claim's own round trips and a small clock difference between hosts."""
     return due_ms - _now_ms() > _CLAIM_MARGIN_MS
 
 
-def _touch(
-    client_id: uuid.UUID,
-    conversation_id: uuid.UUID,
-    wait_seconds: float,
-    max_wait_seconds: float,
-    lag_seconds: float,
-    dedup: tuple[str, int, int, int] | None = None,
-) -> int:
-    keys = [_key(conversation_id), DUE_KEY, PREFETCH_KEY, f"lag:{client_id}"]
-    args: list[Any] = [
-        _now_ms(),
-        int(wait_seconds * 1000),
-        int(max(max_wait_seconds, wait_seconds + lag_seconds) * 1000),
-        _STATE_TTL_SECONDS,
-        str(conversation_id),
-        _prefetch_ms(wait_seconds + lag_seconds),
-        int(lag_seconds * 1000),
-        _LAG_MEMORY_MS,
-    ]
-    if dedup is not None:
-        keys.append(dedup[0])
-        args.extend(dedup[1:])
-    return int(_TOUCH(keys=keys, args=args))
+@dataclass(frozen=True, slots=True)
+class _Touch:
+    """One run of _TOUCH, its arguments by name (the script takes them by position, see its comment)."""
+
+    conversation_id: uuid.UUID
+    client_id: uuid.UUID
+    now_ms: int
+    wait_ms: int
+    max_wait_ms: int  # the turn's cap, extended to hold this message's own wait and lag
+    prefetch_ms: int  # -1: no prefetch
+    lag_ms: int
+    dedup_key: str | None = None  # with a key: de-duplicate the delivery first, and return the soonest due time
+    dedup_ttl_seconds: int = 0
+    shortest_wait_ms: int = 0
+    configured_cap_ms: int = 0
+
+    def run(self) -> int:
+        keys = [_key(self.conversation_id), DUE_KEY, PREFETCH_KEY, f"lag:{self.client_id}"]
+        args: list[str | int] = [
+            self.now_ms,
+            self.wait_ms,
+            self.max_wait_ms,
+            _STATE_TTL_SECONDS,
+            str(self.conversation_id),
+            self.prefetch_ms,
+            self.lag_ms,
+            _LAG_MEMORY_MS,
+        ]
+        if self.dedup_key is not None:
+            keys.append(self.dedup_key)
+            args += [self.dedup_ttl_seconds, self.shortest_wait_ms, self.configured_cap_ms]
+        return int(_TOUCH(keys=keys, args=args))
 
 
 def _prefetch_ms(wait_seconds: float) -> int:

@@ -1,289 +1,47 @@
-"""The pipeline of a customer message: accept it on the webhook, then answer its whole turn off the request path."""
+"""Answering a customer's turn: every message that arrived while the customer was writing, answered once.
 
-import contextlib
-import json
+Runs on the job queue when the turn is due (scheduling.py), under the conversation's lock:
+
+1. claim every received message of the conversation, and read what answering needs (one transaction);
+2. read each message as the customer meant it: voice notes transcribed, notes for files;
+3. decide (reply_policy.py): classify the intent, search the client's knowledge, ask the language model
+   only when the policy says so; no transaction is open meanwhile;
+4. apply the decision in one transaction (reply in the outbox, handover, mute), unless the customer wrote
+   again meanwhile: then the messages go back and one later turn answers everything;
+5. deliver the outbox items it wrote, and count.
+"""
+
 import logging
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
-import redis
 from redis.exceptions import LockError
-from sqlalchemy import exists, func, select, text, update
+from sqlalchemy import Update, exists, func, select, text, update
 from sqlalchemy.orm import Session
 
 from app import metrics
 from app.config import settings
-from app.db import execute_once, session_scope
-from app.models import (
-    BotStatus,
-    Client,
-    Conversation,
-    HandoverReason,
-    HandoverStatus,
-    Message,
-    MessageRole,
-    MessageStatus,
-    MessageType,
-    User,
-)
-from app.redis_client import redis_client
-from app.schemas.chatflow import ChatFlowWebhook
+from app.db import session_scope
+from app.models import Client, Conversation, HandoverReason, HandoverStatus, Message, MessageRole, MessageStatus, MessageType, User
 from app.schemas.client import ClientSettings
 from app.services import clients, replies
 from app.services.channels import outbox, stt
 from app.services.channels.media import fetch_media
-from app.services.clients import ClientInfo
-from app.services.conversation import assistant, intent, scheduling
+from app.services.conversation import assistant, intent, reply_policy, scheduling
 from app.services.conversation.assistant import ChatTurn
+from app.services.conversation.reply_policy import Action, Decision, TurnFacts
 from app.services.handover import lifecycle
 from app.services.knowledge import kb
 from app.services.operations import alerts
-from app.services.replies import FALLBACK_RESPONSES
-from app.utils.errors import BadRequest, ConfigError, ExternalServiceError, MediaRejected
-from app.utils.text import split_text
+from app.utils.errors import ConfigError, ExternalServiceError, MediaRejected
 
 logger = logging.getLogger(__name__)
 
-_DEDUP_TTL_SECONDS = 3 * 24 * 3600
-# Each returning customer's conversation, so the webhook de-duplicates a delivery and moves its turn in one
-# Redis round trip. Per process; a stale entry (a conversation deleted since) only costs a round trip.
-_KNOWN_CONVERSATIONS_MAX = 50_000
-_known_conversations: dict[tuple[uuid.UUID, str], uuid.UUID] = {}
-
-# One round trip: upsert the customer and the conversation, store the message unless it is a duplicate.
-# Touching the conversation row also serialises this insert with a turn being finalised (see _finish).
-# Written for the driver directly (psycopg2 placeholders, explicit casts): the webhook's hottest statement
-# skips SQLAlchemy's per-call compilation of its parameters.
-_STORE_INBOUND = """
-    WITH u AS (
-        INSERT INTO users (client_id, phone, remote_jid, name)
-        VALUES (CAST(%(client_id)s AS uuid), %(phone)s, %(remote_jid)s, %(name)s)
-        ON CONFLICT (client_id, phone)
-        DO UPDATE SET remote_jid = EXCLUDED.remote_jid, name = COALESCE(EXCLUDED.name, users.name)
-        RETURNING id
-    ), c AS (
-        INSERT INTO conversations (client_id, user_id, last_message_at)
-        SELECT CAST(%(client_id)s AS uuid), u.id, now() FROM u
-        ON CONFLICT (client_id, user_id) DO UPDATE SET last_message_at = now()
-        RETURNING id
-    )
-    INSERT INTO messages (client_id, conversation_id, role, type, content, external_id, status, metadata)
-    SELECT CAST(%(client_id)s AS uuid), c.id, %(role)s, %(type)s, %(content)s, %(external_id)s, %(status)s,
-           CAST(%(metadata)s AS jsonb)
-    FROM c
-    ON CONFLICT (client_id, external_id) DO NOTHING
-    RETURNING id, conversation_id
-    """
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    status: str  # "ok" | "duplicate" | "ignored"
-    reason: str | None = None
-    conversation_id: uuid.UUID | None = None
-
-
-def ingest(*, client: ClientInfo, payload: ChatFlowWebhook) -> IngestResult:
-    """Store one webhook delivery exactly once and schedule its turn. Never waits on AI or messengers."""
-    meta = payload.metadata
-    log = {"client": client.slug, "external_id": meta.message_id, "type": payload.message_type}
-    if payload.is_group_or_broadcast:
-        logger.info("webhook.ignored", extra={**log, "reason": "group_or_broadcast"})
-        return IngestResult("ignored", "group_or_broadcast")
-    phone = payload.phone
-    if phone is None:
-        raise BadRequest("metadata.remoteJid carries no phone number")
-    log["phone"] = phone
-    if payload.from_me:
-        return _ingest_from_me(client=client, payload=payload, phone=phone, log=log)
-
-    timing = scheduling.TurnTiming(
-        wait_seconds=client.settings.buffer_wait_seconds
-        if client.settings.buffer_wait_seconds is not None
-        else settings.buffer_wait_seconds,
-        max_wait_seconds=client.settings.buffer_max_wait_seconds
-        if client.settings.buffer_max_wait_seconds is not None
-        else settings.buffer_max_wait_seconds,
-    )
-    lag = scheduling.delivery_lag(payload.metadata.timestamp)
-    wait = scheduling.wait_for(message_type=payload.message_type, text=payload.text, timing=timing)
-    turn = {"client_id": client.id, "wait_seconds": wait, "max_wait_seconds": timing.max_wait_seconds, "lag_seconds": lag}
-
-    dedup_key = f"dedup:{client.id}:{meta.message_id}"
-    known = _known_conversations.get((client.id, phone))
-    due_ms = None
-    if known is None:
-        first_seen = _mark_seen(dedup_key)
-    else:
-        first_seen, due_ms = _mark_seen_and_move(dedup_key, known, turn, scheduling.shortest_wait(timing))
-    if first_seen is False:
-        metrics.duplicates.labels(client.slug).inc()
-        logger.info("webhook.duplicate", extra={**log, "guard": "redis"})
-        return IngestResult("duplicate")
-    try:
-        stored = _store(client_id=client.id, payload=payload, phone=phone, role=MessageRole.USER, status=MessageStatus.RECEIVED)
-    except Exception:
-        # So the gateway's retry of this delivery is not taken for a duplicate. Also when the mark's outcome
-        # is unknown (None): a Redis call that timed out may still have set the key.
-        _forget_seen(dedup_key)
-        raise
-    if stored is None:
-        metrics.duplicates.labels(client.slug).inc()
-        logger.info("webhook.duplicate", extra={**log, "guard": "postgres"})
-        return IngestResult("duplicate")
-    _message_id, conversation_id = stored
-    _remember_conversation(client.id, phone, conversation_id)
-    metrics.messages_received.labels(client.slug).inc()
-    # The turn was moved before the store; if it may have been claimed since (due at once at its cap, made
-    # due sooner by a later message, or the store was slow) or the conversation is not the one remembered,
-    # it is moved again now.
-    if due_ms is not None and conversation_id == known and scheduling.still_ahead(due_ms):
-        scheduled = True
-    else:
-        scheduled = scheduling.schedule_turn(conversation_id=conversation_id, **turn)
-    if logger.isEnabledFor(logging.INFO):  # the hottest log line: its fields are not built when it is off
-        logger.info(
-            "webhook.accepted",
-            extra={**log, "conversation_id": str(conversation_id), "scheduled": scheduled, "wait_seconds": wait, "lag_seconds": lag},
-        )
-    return IngestResult("ok", conversation_id=conversation_id)
-
-
-def _ingest_from_me(*, client: ClientInfo, payload: ChatFlowWebhook, phone: str, log: dict[str, Any]) -> IngestResult:
-    """The gateway's echo of our own send is dropped; a staff member writing from the business phone is stored."""
-    if outbox.is_echo(client.id, phone, payload.text, payload.metadata.message_id):
-        logger.info("webhook.ignored", extra={**log, "reason": "echo"})
-        return IngestResult("ignored", "echo")
-    stored = _store(
-        client_id=client.id, payload=payload, phone=phone, role=MessageRole.MANAGER, status=MessageStatus.IGNORED, source="business_phone"
-    )
-    if stored is None:
-        return IngestResult("duplicate")
-    with session_scope() as session:
-        lifecycle.mute_for_staff(session, conversation_id=stored[1], minutes=client.settings.staff_mute_minutes)
-    logger.info("webhook.ignored", extra={**log, "reason": "from_me", "conversation_id": str(stored[1])})
-    return IngestResult("ignored", "from_me", conversation_id=stored[1])
-
-
-def _mark_seen(key: str) -> bool | None:
-    """True: first delivery; False: seen before; None: Redis unavailable (PostgreSQL's constraint decides)."""
-    try:
-        return bool(redis_client.set(key, 1, nx=True, ex=_DEDUP_TTL_SECONDS))
-    except redis.RedisError as exc:
-        logger.warning("webhook.dedup_unavailable", extra={"error_type": type(exc).__name__})
-        return None
-
-
-def _mark_seen_and_move(key: str, conversation_id: uuid.UUID, turn: dict[str, Any], shortest_wait: float) -> tuple[bool | None, int | None]:
-    """_mark_seen, and for a first delivery also move the conversation's turn, in one round trip; with the
-    soonest the turn may now fall due."""
-    try:
-        due_ms = scheduling.schedule_first_delivery(
-            dedup_key=key,
-            dedup_ttl_seconds=_DEDUP_TTL_SECONDS,
-            conversation_id=conversation_id,
-            shortest_wait_seconds=shortest_wait,
-            **turn,
-        )
-    except redis.RedisError as exc:
-        logger.warning("webhook.dedup_unavailable", extra={"error_type": type(exc).__name__})
-        return None, None
-    return due_ms is not None, due_ms
-
-
-def _remember_conversation(client_id: uuid.UUID, phone: str, conversation_id: uuid.UUID) -> None:
-    if len(_known_conversations) >= _KNOWN_CONVERSATIONS_MAX:
-        _known_conversations.clear()  # rare; each returning customer pays one more round trip once
-    _known_conversations[(client_id, phone)] = conversation_id
-
-
-def clear_cache() -> None:
-    """Forget the remembered conversations (tests; a wrong one only costs a round trip, see ingest)."""
-    _known_conversations.clear()
-
-
-def _forget_seen(key: str) -> None:
-    with contextlib.suppress(redis.RedisError):
-        redis_client.delete(key)
-
-
-def _store(
-    *, client_id: uuid.UUID, payload: ChatFlowWebhook, phone: str, role: MessageRole, status: MessageStatus, source: str | None = None
-) -> tuple[uuid.UUID, uuid.UUID] | None:
-    media = payload.media.model_dump(exclude_none=True) if payload.media else None
-    metadata: dict[str, Any] = {"sender": payload.metadata.sender, "timestamp": payload.metadata.timestamp}
-    if media:
-        metadata["media"] = media
-    if source:
-        metadata["source"] = source
-    row = execute_once(
-        _STORE_INBOUND,
-        {
-            "client_id": str(client_id),
-            "phone": phone,
-            "remote_jid": payload.metadata.remote_jid,
-            "name": payload.metadata.sender,
-            "role": role.value,  # plain strings: the driver adapts an enum member by a slower lookup
-            "type": payload.message_type.value,
-            "content": payload.text,
-            "external_id": payload.metadata.message_id,
-            "status": status.value,
-            "metadata": json.dumps(metadata, ensure_ascii=False),
-        },
-    )
-    return (uuid.UUID(str(row[0])), uuid.UUID(str(row[1]))) if row else None
-
-
-# ---------------------------------------------------------------------------------------------------
-# The turn: runs on the job queue.
-
-
-@dataclass
-class Turn:
-    """One customer turn being answered, with what was read about it in the opening transaction."""
-
-    id: uuid.UUID
-    conversation_id: uuid.UUID
-    client_id: uuid.UUID
-    client_slug: str
-    client_name: str
-    prompt: str
-    client_settings: ClientSettings
-    phone: str
-    customer_name: str | None
-    messages: list[Message]
-    history: list[ChatTurn]
-    bot_muted: bool
-    handover_status: str | None
-    parts: list["TurnPart"] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def customer_text(self) -> str:
-        """What the customer wrote or said (transcripts in place of voice notes), in order."""
-        return "\n".join(p.text for p in self.parts if p.text.strip())
-
-    @property
-    def text(self) -> str:
-        """The turn for the model and the manager: the customer's words with notes about attachments."""
-        return "\n".join(p.line for p in self.parts if p.line)
-
-    @property
-    def voice_failed_only(self) -> bool:
-        return bool(self.parts) and not self.customer_text and any(p.failed for p in self.parts)
-
-    @property
-    def attachments_only(self) -> bool:
-        return not self.customer_text and any(p.type in _ATTACHMENTS for p in self.parts)
-
-    @property
-    def log(self) -> dict[str, Any]:
-        return {"conversation_id": str(self.conversation_id), "client": self.client_slug, "phone": self.phone, "turn_id": str(self.id)}
-
-
+VOICE_FAILED_NOTE = "[голосовое сообщение: не удалось распознать]"
 _ATTACHMENTS = (MessageType.IMAGE, MessageType.VIDEO, MessageType.DOCUMENT)
 _NOTES = {
     MessageType.IMAGE: "[изображение]",
@@ -293,7 +51,26 @@ _NOTES = {
     MessageType.CONTACT: "[контакт]",
     MessageType.STICKER: "[стикер]",
 }
-VOICE_FAILED_NOTE = "[голосовое сообщение: не удалось распознать]"
+_HISTORY_STATUSES = (MessageStatus.PROCESSED, MessageStatus.SENT, MessageStatus.PENDING, MessageStatus.IGNORED, MessageStatus.FAILED)
+_REDRIVE_GRACE = timedelta(seconds=10)
+
+
+class TurnOutcome(StrEnum):
+    """What became of a turn (the `outcome` of logs and metrics)."""
+
+    ANSWER = "answer"
+    ESCALATE = "escalate"
+    ESCALATE_REPEAT = "escalate_repeat"  # asked for a manager again while one was already called
+    FORWARD = "forward"
+    OPT_OUT = "opt_out"
+    STORED = "stored"
+    SUPERSEDED = "superseded"  # the customer wrote again: a later turn answers everything
+    RESCHEDULED = "rescheduled"  # not due yet: dispatched again when it is
+    LOCKED = "locked"  # another worker is answering the conversation
+    EMPTY = "empty"  # nothing left to answer
+
+
+_REPLIED = frozenset({TurnOutcome.ANSWER, TurnOutcome.ESCALATE, TurnOutcome.ESCALATE_REPEAT, TurnOutcome.OPT_OUT})
 
 
 @dataclass(frozen=True)
@@ -312,45 +89,63 @@ class TurnPart:
         return " ".join(piece for piece in (self.note, self.text.strip()) if piece)
 
 
-def prefetch_turn(conversation_id: uuid.UUID) -> None:
-    """Prepare a waiting turn's knowledge query while the customer pauses (see scheduling.Dispatcher).
+@dataclass
+class Turn:
+    """One customer turn being answered, with what was read about it in the opening transaction."""
 
-    Only text turns the bot will answer: a voice note's words are not known before the turn transcribes
-    it, and a muted bot or an open handover searches no knowledge."""
-    with session_scope() as session:
-        conversation, now = session.execute(select(Conversation, func.now()).where(Conversation.id == conversation_id)).one()
-        if conversation.bot_muted(now) or lifecycle.open_handover(session, conversation_id) is not None:
-            return
-        rows = session.execute(
-            select(Message.type, Message.content)
-            .where(Message.conversation_id == conversation_id, Message.status == MessageStatus.RECEIVED)
-            .order_by(Message.created_at, Message.id)
-        ).all()
-    if not rows or any(type_ != MessageType.TEXT for type_, _ in rows):
-        return
-    kb.warm_query("\n".join(content for _, content in rows if content.strip()))
+    id: uuid.UUID
+    conversation_id: uuid.UUID
+    client_id: uuid.UUID
+    client_slug: str
+    client_name: str
+    prompt: str
+    client_settings: ClientSettings
+    phone: str
+    customer_name: str | None
+    messages: list[Message]
+    history: list[ChatTurn]
+    bot_muted: bool
+    handover_status: HandoverStatus | None
+    parts: list[TurnPart] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def customer_text(self) -> str:
+        """What the customer wrote or said (transcripts in place of voice notes), in order."""
+        return "\n".join(p.text for p in self.parts if p.text.strip())
+
+    @property
+    def text(self) -> str:
+        """The turn for the model and the manager: the customer's words with notes about attachments."""
+        return "\n".join(p.line for p in self.parts if p.line)
+
+    @property
+    def facts(self) -> TurnFacts:
+        words = bool(self.customer_text)
+        return TurnFacts(
+            readable=bool(self.text.strip()),
+            words=words,
+            voice_failed_only=bool(self.parts) and not words and any(p.failed for p in self.parts),
+            attachments_only=not words and any(p.type in _ATTACHMENTS for p in self.parts),
+            handover=self.handover_status,
+            bot_muted=self.bot_muted,
+            escalate_on_no_knowledge=self.client_settings.escalate_on_no_knowledge,
+        )
+
+    @property
+    def log(self) -> dict[str, Any]:
+        return {"conversation_id": str(self.conversation_id), "client": self.client_slug, "phone": self.phone, "turn_id": str(self.id)}
 
 
-@dataclass(frozen=True)
-class Decision:
-    """What the turn does. Decided outside any transaction (it may call the LLM), applied in one."""
-
-    action: str  # "answer" | "escalate" | "forward" | "opt_out" | "store"
-    text: str | None = None  # what the customer is sent
-    reason: str | None = None  # handover reason, for "escalate"
-    intent: str | None = None
-    intent_source: str | None = None
-
-
-def process_turn(conversation_id: uuid.UUID) -> str:
+def process_turn(conversation_id: uuid.UUID) -> TurnOutcome:
     """Answer the conversation's pending turn once it is due. Returns what happened (for logs and tests)."""
     if scheduling.claim_due(conversation_id) > 0:
-        return "rescheduled"  # a later message moved the turn: it is dispatched again when due
+        return TurnOutcome.RESCHEDULED  # a later message moved the turn: it is dispatched again when due
     lock = scheduling.turn_lock(conversation_id)
     if not lock.acquire():
         # Another worker is answering this conversation; come back after it has finished.
         scheduling.enqueue_turn(conversation_id, delay_seconds=0.5)
-        return "locked"
+        return TurnOutcome.LOCKED
     try:
         return _run_turn(conversation_id)
     finally:
@@ -360,10 +155,10 @@ def process_turn(conversation_id: uuid.UUID) -> str:
             logger.warning("turn.lock_expired", extra={"conversation_id": str(conversation_id)})
 
 
-def _run_turn(conversation_id: uuid.UUID) -> str:
+def _run_turn(conversation_id: uuid.UUID) -> TurnOutcome:
     turn = _open_turn(conversation_id)
     if turn is None:
-        return "empty"
+        return TurnOutcome.EMPTY
     try:
         turn.parts = [_prepare(turn, message) for message in turn.messages]
         decision = _decide(turn)
@@ -373,42 +168,8 @@ def _run_turn(conversation_id: uuid.UUID) -> str:
         raise
     for outbox_id in outbox_ids:
         outbox.deliver(outbox_id)
-    response_ms = _response_time_ms(turn)
-    metrics.turns.labels(turn.client_slug, outcome).inc()
-    if outcome in ("answer", "escalate", "escalate_repeat", "opt_out"):
-        metrics.response_time.labels(turn.client_slug).observe(response_ms / 1000)
-        alerts.record_response(response_ms / 1000)
-    if outcome == "escalate":
-        metrics.escalations.labels(turn.client_slug, decision.reason or "-").inc()
-    logger.info(
-        "turn.processed",
-        extra={
-            **turn.log,
-            "outcome": outcome,
-            "messages": len(turn.messages),
-            "intent": decision.intent,
-            "intent_source": decision.intent_source,
-            "escalated": decision.reason,
-            "response_time_ms": response_ms,
-            "processing_ms": int((time.monotonic() - turn.started) * 1000),
-        },
-    )
+    _count(turn, decision, outcome)
     return outcome
-
-
-def _unclaim(turn_id: uuid.UUID) -> Any:
-    """Give a turn's messages back, to be claimed by a later turn."""
-    return (
-        update(Message)
-        .where(Message.turn_id == turn_id, Message.status == MessageStatus.PROCESSING)
-        .values(status=MessageStatus.RECEIVED, turn_id=None, claimed_at=None)
-    )
-
-
-def _release(turn: Turn) -> None:
-    with session_scope() as session:
-        session.execute(_unclaim(turn.id))
-    logger.error("turn.failed", extra=turn.log)
 
 
 def _open_turn(conversation_id: uuid.UUID) -> Turn | None:
@@ -448,9 +209,6 @@ def _open_turn(conversation_id: uuid.UUID) -> Turn | None:
             bot_muted=conversation.bot_muted(now),
             handover_status=handover.status if handover else None,
         )
-
-
-_HISTORY_STATUSES = (MessageStatus.PROCESSED, MessageStatus.SENT, MessageStatus.PENDING, MessageStatus.IGNORED, MessageStatus.FAILED)
 
 
 def _history(session: Session, conversation_id: uuid.UUID, turn_id: uuid.UUID) -> list[ChatTurn]:
@@ -510,96 +268,46 @@ def _transcribe(turn: Turn, message: Message, media: dict[str, Any] | None) -> s
 
 
 def _decide(turn: Turn) -> Decision:
-    """Route the turn: a manager's conversation, a muted bot, the customer's "no", a request for a human, or an answer."""
-    if not turn.text.strip():
-        return Decision("forward" if turn.handover_status else "store")
-    if not turn.customer_text:  # only attachments, stickers or an unrecognised voice note
-        if turn.handover_status or turn.bot_muted:
-            return Decision("forward" if turn.handover_status else "store")
-        if turn.voice_failed_only:
-            return Decision("answer", text=replies.VOICE_NOT_RECOGNISED)
-        if turn.attachments_only:
-            return Decision("answer", text=replies.MEDIA_RECEIVED)
-        return Decision("store")
-    found = intent.classify(turn.customer_text, history=turn.history)
-    base = {"intent": found.intent, "intent_source": found.source}
-    if turn.handover_status is not None:
-        if found.intent == "opt_out" and turn.handover_status == "pending":
-            return Decision("opt_out", text=replies.OPT_OUT_ACK, **base)
-        return Decision("forward", **base)
-    if turn.bot_muted:
-        if found.intent == "human_request":
-            return Decision("escalate", text=replies.HANDOVER_ACK, reason="human_request", **base)
-        return Decision("store", **base)
-    if found.intent == "opt_out":
-        return Decision("opt_out", text=replies.OPT_OUT_ACK, **base)
-    if found.intent in intent.ESCALATE_INTENTS:
-        ack = replies.HANDOVER_ACK_FRUSTRATION if found.intent == "frustration" else replies.HANDOVER_ACK
-        return Decision("escalate", text=ack, reason=found.intent, **base)
-    return _answer(turn, base)
-
-
-def _answer(turn: Turn, base: dict[str, Any]) -> Decision:
-    """The assistant's answer grounded in the client's knowledge. Honest when it does not know: without
-    relevant knowledge a factual question gets the no_knowledge reply (and, per client, a manager)."""
-    hits = _knowledge(turn)
-    relevant = [hit for hit in hits or [] if hit.score >= settings.kb_min_score]
-    has_knowledge_base = bool(hits)
-    if not assistant.is_configured():
-        return _answer_offline(turn, base, relevant)
-    if base.get("intent") == "question" and has_knowledge_base and not relevant:
-        return _no_knowledge(turn, base)
+    """The policy decides; this gathers what it needs: the intent, then (for the bot's own answer) the knowledge
+    and the model's reply."""
+    facts = turn.facts
+    found = intent.classify(turn.customer_text, history=turn.history) if facts.words else None
+    routed = reply_policy.route(facts, found)
+    if routed is not None:
+        return routed
+    assert found is not None  # route() decides every turn without words
+    knowledge = _knowledge(turn)
+    step = reply_policy.answer(facts, found, knowledge, model_configured=assistant.is_configured())
+    if isinstance(step, Decision):
+        return step
     try:
-        answer = assistant.generate_reply(
+        reply = assistant.generate_reply(
             system_prompt=turn.prompt,
             history=turn.history,
             turn_text=turn.text,
-            knowledge=[hit.text for hit in relevant],
+            knowledge=step.knowledge,
             client_name=turn.client_name,
             log_extra=turn.log,
         )
     except ConfigError:
-        return _answer_offline(turn, base, relevant)
+        return reply_policy.without_model(facts, found, knowledge)
     except ExternalServiceError:
-        return Decision("escalate", text=FALLBACK_RESPONSES["ai_error"], reason="ai_error", **base)
-    return Decision("answer", text=answer, **base)
+        return reply_policy.model_failed(found)
+    return reply_policy.model_answered(found, reply)
 
 
-def _knowledge(turn: Turn) -> list[kb.KnowledgeHit] | None:
-    """The client's best chunks for this turn; None when the knowledge base is unreachable (answer without it)."""
+def _knowledge(turn: Turn) -> kb.Knowledge:
+    """The client's knowledge for this turn; none when the knowledge base is unreachable (answer without it)."""
     try:
-        return kb.search(client_id=str(turn.client_id), query=turn.customer_text, limit=settings.kb_top_k)
+        return kb.knowledge_for(client_id=str(turn.client_id), query=turn.customer_text, limit=settings.kb_top_k)
     except ExternalServiceError:
-        return None  # qdrant has logged it with service=qdrant
+        return kb.NOTHING  # the knowledge module has logged it with service=qdrant
     except Exception as exc:  # the knowledge base is an aid: a bug in it must not cost the customer an answer
         logger.exception("kb.search_crashed", extra={**turn.log, "error_type": type(exc).__name__})
-        return None
+        return kb.NOTHING
 
 
-def _answer_offline(turn: Turn, base: dict[str, Any], relevant: list[kb.KnowledgeHit]) -> Decision:
-    """No language model: greet, or quote the knowledge passage when it is a confident match."""
-    if base.get("intent") == "greeting":
-        return Decision("answer", text=replies.GREETING, **base)
-    if relevant and relevant[0].score >= settings.kb_offline_min_score:
-        return Decision("answer", text=_passage(relevant[0]), **base)
-    return _no_knowledge(turn, base)
-
-
-def _no_knowledge(turn: Turn, base: dict[str, Any]) -> Decision:
-    if turn.client_settings.escalate_on_no_knowledge:
-        return Decision("escalate", text=FALLBACK_RESPONSES["no_knowledge"], reason="no_knowledge", **base)
-    return Decision("answer", text=FALLBACK_RESPONSES["no_knowledge"], **base)
-
-
-def _passage(hit: kb.KnowledgeHit) -> str:
-    """A chunk as an answer: without its heading path line, at most ~1000 characters."""
-    body = hit.text
-    if hit.heading and body.startswith(hit.heading):
-        body = body[len(hit.heading) :].lstrip(" :\n")
-    return split_text(body or hit.text, 1000)[0]
-
-
-def _finish(turn: Turn, decision: Decision) -> tuple[str, list[uuid.UUID]]:
+def _finish(turn: Turn, decision: Decision) -> tuple[TurnOutcome, list[uuid.UUID]]:
     """Apply the decision in one transaction, unless the customer wrote again meanwhile: then one later turn covers all."""
     with session_scope() as session:
         conversation = session.scalar(select(Conversation).where(Conversation.id == turn.conversation_id).with_for_update())
@@ -608,42 +316,40 @@ def _finish(turn: Turn, decision: Decision) -> tuple[str, list[uuid.UUID]]:
             select(exists().where(Message.conversation_id == turn.conversation_id, Message.status == MessageStatus.RECEIVED))
         )
         if newer:
-            session.execute(_unclaim(turn.id))
-            return "superseded", []
+            session.execute(unclaim(turn_id=turn.id))
+            return TurnOutcome.SUPERSEDED, []
         handover = lifecycle.open_handover(session, conversation.id, lock=True)
-        if handover is not None and decision.action in ("answer", "escalate", "store"):
-            # A manager stepped in while this turn was being decided: the bot keeps quiet.
-            decision = Decision("forward", intent=decision.intent, intent_source=decision.intent_source)
+        if handover is not None:
+            decision = reply_policy.manager_stepped_in(decision)
         session.execute(
             update(Message)
             .where(Message.turn_id == turn.id, Message.status == MessageStatus.PROCESSING)
             .values(status=MessageStatus.PROCESSED, intent=decision.intent)
         )
-        outcome = decision.action
-        if decision.action == "forward":
+        outcome = TurnOutcome.STORED
+        if decision.action == Action.FORWARD:
             _forward(session, turn)
             lifecycle.touch(session, conversation.id)
-        elif decision.action == "escalate":
-            escalation = lifecycle.escalate(
-                session,
-                conversation=conversation,
-                reason=HandoverReason(decision.reason or HandoverReason.HUMAN_REQUEST),
-                client_settings=turn.client_settings,
-            )
-            if not escalation.created:
+            outcome = TurnOutcome.FORWARD
+        elif decision.action == Action.ESCALATE:
+            reason = decision.reason or HandoverReason.HUMAN_REQUEST
+            escalation = lifecycle.escalate(session, conversation=conversation, reason=reason, client_settings=turn.client_settings)
+            if escalation.created:
+                _reply(session, turn, decision.text or replies.HANDOVER_ACK, reason=decision.reason)
+                outcome = TurnOutcome.ESCALATE
+            else:
                 _forward(session, turn, repeat=True)
-                outcome = "escalate_repeat"
-            text_ = (decision.text or replies.HANDOVER_ACK) if escalation.created else replies.HANDOVER_ALREADY
-            _reply(session, turn, text_, reason=decision.reason)
-        elif decision.action == "opt_out":
+                _reply(session, turn, replies.HANDOVER_ALREADY, reason=decision.reason)
+                outcome = TurnOutcome.ESCALATE_REPEAT
+        elif decision.action == Action.OPT_OUT:
             if handover is not None and handover.status == HandoverStatus.PENDING:
                 lifecycle.cancel(session, handover=handover, conversation=conversation)
-            _mute_for_opt_out(session, conversation, turn.client_settings)
-            _reply(session, turn, decision.text or replies.OPT_OUT_ACK, reason="opt_out")
-        elif decision.action == "answer" and decision.text:
+            lifecycle.mute_for_opt_out(session, conversation=conversation, client_settings=turn.client_settings)
+            _reply(session, turn, decision.text or replies.OPT_OUT_ACK, reason=Action.OPT_OUT)
+            outcome = TurnOutcome.OPT_OUT
+        elif decision.action == Action.ANSWER and decision.text:
             _reply(session, turn, decision.text)
-        else:
-            outcome = "stored"
+            outcome = TurnOutcome.ANSWER
         outbox_ids = outbox.written(session)
     return outcome, outbox_ids
 
@@ -673,12 +379,28 @@ def _forward(session: Session, turn: Turn, *, repeat: bool = False) -> uuid.UUID
     return item
 
 
-def _mute_for_opt_out(session: Session, conversation: Conversation, client_settings: ClientSettings) -> None:
-    """The customer asked us to stop: 30 minutes the first time, 24 hours after that (per client)."""
-    minutes = client_settings.mute_minutes_first if conversation.mute_count == 0 else client_settings.mute_minutes_repeat
-    conversation.bot_status = BotStatus.MUTED
-    conversation.bot_muted_until = _db_now(session) + timedelta(minutes=minutes)
-    conversation.mute_count += 1
+def _count(turn: Turn, decision: Decision, outcome: TurnOutcome) -> None:
+    """Metrics, the slow-answer alert's sample, and the turn's one log line."""
+    response_ms = _response_time_ms(turn)
+    metrics.turns.labels(turn.client_slug, outcome).inc()
+    if outcome in _REPLIED:
+        metrics.response_time.labels(turn.client_slug).observe(response_ms / 1000)
+        alerts.record_response(response_ms / 1000)
+    if outcome == TurnOutcome.ESCALATE:
+        metrics.escalations.labels(turn.client_slug, decision.reason or "-").inc()
+    logger.info(
+        "turn.processed",
+        extra={
+            **turn.log,
+            "outcome": outcome,
+            "messages": len(turn.messages),
+            "intent": decision.intent,
+            "intent_source": decision.intent_source,
+            "escalated": decision.reason,
+            "response_time_ms": response_ms,
+            "processing_ms": int((time.monotonic() - turn.started) * 1000),
+        },
+    )
 
 
 def _response_time_ms(turn: Turn) -> int:
@@ -687,5 +409,59 @@ def _response_time_ms(turn: Turn) -> int:
     return int((datetime.now(UTC) - last).total_seconds() * 1000)
 
 
-def _db_now(session: Session) -> datetime:
-    return session.scalar(select(text("now()")))  # type: ignore[return-value]
+def unclaim(*, turn_id: uuid.UUID | None = None, claimed_before: Any = None) -> Update:
+    """Give claimed messages back, to be claimed by a later turn: those of one turn, or those claimed
+    before a time (a turn whose worker died)."""
+    stmt = update(Message).where(Message.status == MessageStatus.PROCESSING)
+    if turn_id is not None:
+        stmt = stmt.where(Message.turn_id == turn_id)
+    if claimed_before is not None:
+        stmt = stmt.where(Message.claimed_at < claimed_before)
+    return stmt.values(status=MessageStatus.RECEIVED, turn_id=None, claimed_at=None)
+
+
+def _release(turn: Turn) -> None:
+    with session_scope() as session:
+        session.execute(unclaim(turn_id=turn.id))
+    logger.error("turn.failed", extra=turn.log)
+
+
+def redrive_turns(limit: int = 500) -> int:
+    """Schedule turns whose messages wait too long (their job was lost: a Redis outage, a killed process),
+    and release turns whose worker died mid-way. A periodic maintenance task."""
+    stale_claim = timedelta(seconds=settings.turn_lock_seconds) + _REDRIVE_GRACE
+    overdue = timedelta(seconds=settings.buffer_max_wait_seconds) + _REDRIVE_GRACE
+    with session_scope() as session:
+        session.execute(unclaim(claimed_before=func.now() - stale_claim))
+        conversation_ids = list(
+            session.scalars(
+                select(Message.conversation_id)
+                .where(Message.status == MessageStatus.RECEIVED, Message.created_at < func.now() - overdue)
+                .group_by(Message.conversation_id)
+                .limit(limit)
+            )
+        )
+    for conversation_id in conversation_ids:
+        scheduling.enqueue_turn(conversation_id)
+    if conversation_ids:
+        logger.warning("maintenance.turns_redriven", extra={"count": len(conversation_ids)})
+    return len(conversation_ids)
+
+
+def prefetch_turn(conversation_id: uuid.UUID) -> None:
+    """Prepare a waiting turn's knowledge query while the customer pauses (see scheduling.Dispatcher).
+
+    Only text turns the bot will answer: a voice note's words are not known before the turn transcribes
+    it, and a muted bot or an open handover searches no knowledge."""
+    with session_scope() as session:
+        conversation, now = session.execute(select(Conversation, func.now()).where(Conversation.id == conversation_id)).one()
+        if conversation.bot_muted(now) or lifecycle.open_handover(session, conversation_id) is not None:
+            return
+        rows = session.execute(
+            select(Message.type, Message.content)
+            .where(Message.conversation_id == conversation_id, Message.status == MessageStatus.RECEIVED)
+            .order_by(Message.created_at, Message.id)
+        ).all()
+    if not rows or any(type_ != MessageType.TEXT for type_, _ in rows):
+        return
+    kb.warm_query("\n".join(content for _, content in rows if content.strip()))

@@ -14,6 +14,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app import db
 from app.db import session_scope
 from app.models import (
     OPEN_HANDOVER_STATUSES,
@@ -124,7 +125,7 @@ def transition(session: Session, *, handover: Handover, conversation: Conversati
 
 def cancel(session: Session, *, handover: Handover, conversation: Conversation) -> None:
     """The customer withdrew the request while waiting ("не надо", "стоп"): close it and tell the managers."""
-    transition(session, handover=handover, conversation=conversation, target=HandoverStatus.RESOLVED, now=_now(session))
+    transition(session, handover=handover, conversation=conversation, target=HandoverStatus.RESOLVED, now=db.now(session))
     session.add(HandoverEvent(handover_id=handover.id, action=HandoverAction.CANCELLED_BY_CUSTOMER))
     queue_card(session, handover)
     queue_topic_text(
@@ -140,6 +141,14 @@ def mute_for_staff(session: Session, *, conversation_id: uuid.UUID, minutes: int
         .where(Conversation.id == conversation_id, Conversation.state == ConversationState.BOT)
         .values(bot_status=BotStatus.MUTED, bot_muted_until=func.now() + timedelta(minutes=minutes))
     )
+
+
+def mute_for_opt_out(session: Session, *, conversation: Conversation, client_settings: ClientSettings) -> None:
+    """The customer asked us to stop: 30 minutes the first time, 24 hours after that (per client)."""
+    minutes = client_settings.mute_minutes_first if conversation.mute_count == 0 else client_settings.mute_minutes_repeat
+    conversation.bot_status = BotStatus.MUTED
+    conversation.bot_muted_until = db.now(session) + timedelta(minutes=minutes)
+    conversation.mute_count += 1
 
 
 def apply_status(conversation: Conversation, handover_status: HandoverStatus) -> None:
@@ -411,7 +420,7 @@ def handle_callback(session: Session, *, client: Client, data: str, manager_id: 
         return CallbackAnswer("Заявка не найдена", alert=True)
     conversation = session.get(Conversation, handover.conversation_id)
     assert conversation is not None
-    now = _now(session)
+    now = db.now(session)
     settings_ = clients.settings_of(client)
     if action == HandoverAction.SKIP:
         session.add(HandoverEvent(handover_id=handover.id, action=HandoverAction.SKIP, actor_id=manager_id, actor_name=manager_name))
@@ -492,7 +501,7 @@ def check_pending(now: datetime | None = None) -> int:
     """Remind about pending handovers nobody took, then close them and give the customer the bot back."""
     done = 0
     with session_scope() as session:
-        now = now or _now(session)
+        now = now or db.now(session)
         rows = session.execute(
             select(Handover, Client).join(Client, Client.id == Handover.client_id).where(Handover.status == HandoverStatus.PENDING)
         ).all()
@@ -544,7 +553,3 @@ def _auto_close(session: Session, handover: Handover, now: datetime) -> int:
 
 def _minutes(delta: timedelta) -> int:
     return int(delta.total_seconds() // 60)
-
-
-def _now(session: Session) -> datetime:
-    return session.scalar(select(func.now()))  # type: ignore[return-value]

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from app import db
 from app.db import session_scope
 from app.models import (
     Client,
@@ -118,7 +119,7 @@ def handle_message(
     if conversation is None:
         logger.info("manager.unknown_topic", extra={"client": client.slug, "topic_id": thread_id})
         return ManagerMessageResult("ignored")
-    now = lifecycle._now(session)
+    now = db.now(session)
     handover = lifecycle.open_handover(session, conversation.id, lock=True)
     if handover is None:
         # The manager writes first (or after the handover closed): the bot must keep quiet while they talk.

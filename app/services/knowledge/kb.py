@@ -12,10 +12,10 @@ computed with numpy on the embedded store, see qdrant). The candidates are then 
     score = TEXT_WEIGHT * cos(text) + HEADING_WEIGHT * cos(heading) + LINE_WEIGHT * cos(best line)
             + LEXICAL_WEIGHT * share of the query's words found in the chunk
 
-`KnowledgeHit.score` is that score (about 0.75-1.0 with the bundled e5 model). `knowledge_for()` keeps
-hits reaching `settings.kb_min_score`; `best_passage()` answers only when the best hit reaches the
-stricter `settings.kb_offline_min_score`. The weights and both thresholds were chosen on the `tune` half
-of bench/fixtures/kb/questions.yaml only (python -m bench.retrieval_bench reports tune and held-out apart).
+`KnowledgeHit.score` is that score (about 0.75-1.0 with the bundled e5 model). `judge()` keeps the hits
+reaching `settings.kb_min_score` for answers, and offers the best one for quoting without a language model
+only when it reaches the stricter `settings.kb_offline_min_score`. The weights and both thresholds were
+chosen on the `tune` half of bench/fixtures/kb/questions.yaml only (python -m bench.retrieval_bench reports tune and held-out apart).
 
 Latency (python -m bench.retrieval_bench, 5 000 chunks, 2 cores): the query is embedded once (15-20 ms
 with e5); on the embedded store the candidates come from numpy over the tenant's in-memory index (0.5 ms
@@ -639,24 +639,29 @@ def search(*, client_id: str, query: str, limit: int = 5) -> list[KnowledgeHit]:
     return [hit for _, _, hit in scored[:limit]]
 
 
-def relevant(*, client_id: str, query: str, limit: int = 3) -> list[KnowledgeHit]:
-    """`search` hits whose relevance reaches `settings.kb_min_score` (empty = nothing relevant)."""
-    return [hit for hit in search(client_id=client_id, query=query, limit=limit) if hit.score >= settings.kb_min_score]
+@dataclass(frozen=True)
+class Knowledge:
+    """What an answer may rest on: a search's hits with the relevance floors applied (see judge)."""
+
+    found: bool  # the search returned anything: the client has a knowledge base
+    relevant: list[KnowledgeHit]  # hits reaching KB_MIN_SCORE, best first: the model's reference material
+    quotable: KnowledgeHit | None  # the best hit if it reaches KB_OFFLINE_MIN_SCORE: quoted when there is no model
 
 
-def knowledge_for(*, client_id: str, query: str, limit: int = 3) -> list[KnowledgeHit]:
-    """Knowledge to ground an answer: relevant hits only, best first (empty = nothing relevant).
+NOTHING = Knowledge(found=False, relevant=[], quotable=None)
+
+
+def judge(hits: Sequence[KnowledgeHit]) -> Knowledge:
+    """The one place the relevance floors apply. `relevant` keeps hits reaching `settings.kb_min_score`;
+    `quotable` is the best of them when it reaches the stricter `settings.kb_offline_min_score`, chosen on
+    the fixture's tune split so that no off-topic question passes and a passage quoted is almost always right."""
+    relevant = [hit for hit in hits if hit.score >= settings.kb_min_score]
+    quotable = relevant[0] if relevant and relevant[0].score >= settings.kb_offline_min_score else None
+    return Knowledge(found=bool(hits), relevant=relevant, quotable=quotable)
+
+
+def knowledge_for(*, client_id: str, query: str, limit: int = 3) -> Knowledge:
+    """The client's knowledge for a customer's turn: `search`, judged.
 
     Raises ExternalServiceError when Qdrant fails, so the caller can answer without knowledge."""
-    return relevant(client_id=client_id, query=query, limit=limit)
-
-
-def best_passage(*, client_id: str, query: str) -> KnowledgeHit | None:
-    """The one passage to quote when there is no language model, only when the match is confident.
-
-    Confident = its score reaches `settings.kb_offline_min_score`, chosen on the fixture's tune split so
-    that no off-topic question passes and a passing answer is almost always the right chunk."""
-    hits = search(client_id=client_id, query=query, limit=1)
-    if hits and hits[0].score >= settings.kb_offline_min_score:
-        return hits[0]
-    return None
+    return judge(search(client_id=client_id, query=query, limit=limit))

@@ -4,56 +4,25 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from datetime import timedelta
 
 import redis
-from sqlalchemy import func, select, update
 
-from app.config import settings
-from app.db import session_scope
-from app.models import Message, MessageStatus
 from app.redis_client import redis_client
 from app.services.channels import outbox
-from app.services.conversation import scheduling
+from app.services.conversation import turn
 from app.services.handover import lifecycle
 from app.services.operations import health
 
 logger = logging.getLogger(__name__)
 
-_GRACE = timedelta(seconds=10)
 # Extra tasks registered by other services (handover reminders, alert checks), run on every tick.
 tasks: list[tuple[str, Callable[[], object]]] = []
-
-
-def redrive_turns(limit: int = 500) -> int:
-    """Schedule turns whose messages wait too long, and release turns whose worker died mid-way."""
-    stale_claim = timedelta(seconds=settings.turn_lock_seconds) + _GRACE
-    overdue = timedelta(seconds=settings.buffer_max_wait_seconds) + _GRACE
-    with session_scope() as session:
-        session.execute(
-            update(Message)
-            .where(Message.status == MessageStatus.PROCESSING, Message.claimed_at < func.now() - stale_claim)
-            .values(status=MessageStatus.RECEIVED, turn_id=None, claimed_at=None)
-        )
-        conversation_ids = list(
-            session.scalars(
-                select(Message.conversation_id)
-                .where(Message.status == MessageStatus.RECEIVED, Message.created_at < func.now() - overdue)
-                .group_by(Message.conversation_id)
-                .limit(limit)
-            )
-        )
-    for conversation_id in conversation_ids:
-        scheduling.enqueue_turn(conversation_id)
-    if conversation_ids:
-        logger.warning("maintenance.turns_redriven", extra={"count": len(conversation_ids)})
-    return len(conversation_ids)
 
 
 def tick() -> None:
     """One pass of every periodic task; each failure is logged and the others still run."""
     periodic: list[tuple[str, Callable[[], object]]] = [
-        ("turns", redrive_turns),
+        ("turns", turn.redrive_turns),
         ("outbox", outbox.redrive),
         ("handovers", lifecycle.check_pending),
         ("alerts", health.run_checks),
