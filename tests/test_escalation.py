@@ -27,7 +27,7 @@ from app.models import (
     OutboxStatus,
 )
 from app.services import replies
-from app.services.handover import lifecycle
+from app.services.handover import reminders
 from fakes.telegram import make_callback_update, make_message_update, make_user
 from tests.conftest import TELEGRAM_SECRET
 from tests.helpers import chatflow_payload, wait_until
@@ -360,18 +360,18 @@ def test_reminders_then_auto_close_count_from_the_last_activity(api, make_client
             session.execute(update(Handover).values(last_activity_at=func.now() - timedelta(minutes=minutes)))
 
     idle(29)
-    assert lifecycle.check_pending() == 0
+    assert reminders.check_pending() == 0
     idle(31)
-    assert lifecycle.check_pending() == 1
-    assert lifecycle.check_pending() == 0  # reminded once
+    assert reminders.check_pending() == 1
+    assert reminders.check_pending() == 0  # reminded once
     idle(61)
-    assert lifecycle.check_pending() == 1
+    assert reminders.check_pending() == 1
     _deliver_all()
     texts = [m.text for m in telegram.messages(CHAT, topic)]
     assert any(t.startswith("⏰") for t in texts) and any("Срочно" in t and "@salon_owner" in t for t in texts)
 
     idle(121)
-    assert lifecycle.check_pending() == 1
+    assert reminders.check_pending() == 1
     _deliver_all()
     assert handover().status == HandoverStatus.TIMEOUT
     assert replies.HANDOVER_TIMEOUT in chatflow.sent_texts(PHONE)

@@ -115,16 +115,23 @@ def queue_whatsapp_text(
     *,
     client_id: uuid.UUID,
     conversation_id: uuid.UUID,
-    phone: str,
     text: str,
+    phone: str | None = None,
     role: MessageRole = MessageRole.ASSISTANT,
-    kind: OutboxKind = OutboxKind.TEXT,
     turn_id: uuid.UUID | None = None,
     meta: dict[str, Any] | None = None,
     dedup_key: str | None = None,
-    extra_payload: dict[str, Any] | None = None,
+    telegram_message_id: int | None = None,
 ) -> uuid.UUID:
-    """Store a message to the customer and its outbox item in the caller's transaction (split at 4096)."""
+    """Queue a WhatsApp text to the conversation's customer: the message is stored and its outbox item written
+    in the caller's transaction (split at 4096 characters). `phone`: the customer's, when the caller has it at
+    hand, else read from the conversation. `telegram_message_id`: a manager's reply from that Telegram message,
+    confirmed in the customer's topic once delivered."""
+    if phone is None:
+        phone = session.scalar(
+            select(User.phone).join(Conversation, Conversation.user_id == User.id).where(Conversation.id == conversation_id)
+        )
+        assert phone is not None
     message = Message(
         client_id=client_id,
         conversation_id=conversation_id,
@@ -142,8 +149,10 @@ def queue_whatsapp_text(
         client_id=client_id,
         conversation_id=conversation_id,
         channel=OutboxChannel.WHATSAPP,
-        kind=kind,
-        payload={"phone": phone, "parts": split_text(text), **(extra_payload or {})},
+        kind=OutboxKind.TEXT if telegram_message_id is None else OutboxKind.MANAGER_TEXT,
+        payload={"phone": phone, "parts": split_text(text)}
+        if telegram_message_id is None
+        else {"phone": phone, "parts": split_text(text), "telegram_message_id": telegram_message_id},
         dedup_key=dedup_key,
         message_id=message.id,
     )

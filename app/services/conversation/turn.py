@@ -34,7 +34,7 @@ from app.services.channels.media import fetch_media
 from app.services.conversation import assistant, intent, reply_policy, scheduling
 from app.services.conversation.assistant import ChatTurn
 from app.services.conversation.reply_policy import Action, Decision, TurnFacts
-from app.services.handover import lifecycle
+from app.services.handover import card, lifecycle, topics
 from app.services.knowledge import kb
 from app.services.operations import alerts
 from app.utils.errors import ConfigError, ExternalServiceError, MediaRejected
@@ -369,13 +369,13 @@ def _reply(session: Session, turn: Turn, text_: str, *, reason: str | None = Non
 
 def _forward(session: Session, turn: Turn, *, repeat: bool = False) -> uuid.UUID:
     """The customer's turn into their Telegram topic, escaped so no character can break the message."""
-    body = lifecycle.customer_line(turn.customer_name, turn.text or "(сообщение без текста)")
+    body = card.customer_line(turn.customer_name, turn.text or "(сообщение без текста)")
     if repeat:
         body = "🔁 Клиент снова просит менеджера\n" + body
-    item = lifecycle.queue_topic_text(session, client_id=turn.client_id, conversation_id=turn.conversation_id, text=body)
+    item = topics.queue_text(session, client_id=turn.client_id, conversation_id=turn.conversation_id, text=body)
     for part in turn.parts:
         if part.media and part.type in (*_ATTACHMENTS, MessageType.AUDIO):
-            lifecycle.queue_topic_media(session, client_id=turn.client_id, conversation_id=turn.conversation_id, message_id=part.message_id)
+            topics.queue_media(session, client_id=turn.client_id, conversation_id=turn.conversation_id, message_id=part.message_id)
     return item
 
 

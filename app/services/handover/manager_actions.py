@@ -1,9 +1,11 @@
-"""The manager's side in Telegram: button presses on a handover card, and replies in a customer's topic that go
-to the customer on WhatsApp with a confirmation in the topic."""
+"""What a manager does in Telegram, each update handled exactly once: a press on a handover card's buttons
+(take, skip, resolve, return to the bot), or a reply in the customer's topic, which goes to the customer on
+WhatsApp and is confirmed in the topic ("✅ Доставлено" only once the gateway accepted it)."""
 
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -13,6 +15,7 @@ from sqlalchemy.orm import Session
 from app import db
 from app.db import session_scope
 from app.models import (
+    OPEN_HANDOVER_STATUSES,
     Client,
     Conversation,
     Handover,
@@ -24,13 +27,12 @@ from app.models import (
     OutboxChannel,
     OutboxKind,
     TelegramUpdate,
-    User,
 )
 from app.schemas.telegram import TgCallbackQuery, TgUpdate
-from app.services import clients
+from app.services import clients, replies
 from app.services.channels import outbox, telegram
 from app.services.channels.outbox import Delivery
-from app.services.handover import lifecycle
+from app.services.handover import card, lifecycle, topics
 from app.utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,22 @@ logger = logging.getLogger(__name__)
 DELIVERED = "✅ Доставлено"
 NOT_YET_DELIVERED = "⚠️ Пока не доставлено: WhatsApp не отвечает. Повторю отправку автоматически."
 NOT_DELIVERED = "❌ Не доставлено клиенту: {error}. Попробуйте позже или свяжитесь с клиентом иначе."
+
+
+@dataclass(frozen=True)
+class Manager:
+    """Who acted in Telegram."""
+
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class CallbackAnswer:
+    """What the manager sees after pressing a button (a toast, or an alert to dismiss)."""
+
+    text: str
+    alert: bool = False
 
 
 def handle_update(update: TgUpdate) -> dict[str, Any]:
@@ -65,26 +83,20 @@ def handle_update(update: TgUpdate) -> dict[str, Any]:
             logger.info("telegram.duplicate_update", extra={"update_id": update.update_id})
             return _answer(callback, "Уже обработано")
         if callback is not None:
-            result = lifecycle.handle_callback(
-                session,
-                client=client,
-                data=callback.data or "",
-                manager_id=callback.from_user.id,
-                manager_name=callback.from_user.display_name,
-            )
+            manager = Manager(callback.from_user.id, callback.from_user.display_name)
+            result = press(session, client=client, data=callback.data or "", manager=manager)
             response = _answer(callback, result.text, alert=result.alert)
         else:
             assert message is not None
             author = message.from_user
             if author is None or author.is_bot:
                 return {"ok": True}
-            handle_message(
+            reply(
                 session,
                 client=client,
                 thread_id=message.message_thread_id if message.is_topic_message else None,
                 telegram_message_id=message.message_id,
-                manager_id=author.id,
-                manager_name=author.display_name,
+                manager=Manager(author.id, author.display_name),
                 text=message.text or message.caption or "",
             )
             response = {"ok": True}
@@ -101,24 +113,60 @@ def _answer(callback: TgCallbackQuery | None, text: str, *, alert: bool = False)
     return {"method": "answerCallbackQuery", "callback_query_id": callback.id, "text": text[:200], "show_alert": alert}
 
 
-@dataclass(frozen=True)
-class ManagerMessageResult:
-    status: str  # "queued" | "ignored"
-    outbox_id: uuid.UUID | None = None
+# --- the card's buttons ----------------------------------------------------------------------------------
 
 
-def handle_message(
-    session: Session, *, client: Client, thread_id: int | None, telegram_message_id: int, manager_id: int, manager_name: str, text: str
-) -> ManagerMessageResult:
-    """Deliver a manager's reply to the customer of this topic; a reply to a pending handover takes it."""
+def press(session: Session, *, client: Client, data: str, manager: Manager) -> CallbackAnswer:
+    """take / skip / resolve / return on a handover card. Two managers pressing at once are serialised by a row lock."""
+    action, handover_id = card.parse_button(data)
+    if handover_id is None:
+        return CallbackAnswer("Неизвестная кнопка", alert=True)
+    handover = session.scalar(select(Handover).where(Handover.id == handover_id, Handover.client_id == client.id).with_for_update())
+    if handover is None:
+        return CallbackAnswer("Заявка не найдена", alert=True)
+    conversation = session.get(Conversation, handover.conversation_id)
+    assert conversation is not None
+    if action == HandoverAction.SKIP:
+        _event(session, handover, HandoverAction.SKIP, manager)
+        return CallbackAnswer("Пропущено: заявка осталась для других")
+    if handover.status not in OPEN_HANDOVER_STATUSES:
+        topics.queue_card(session, handover)  # a stale card: bring it up to date
+        return CallbackAnswer("Заявка уже закрыта", alert=True)
+    if action == HandoverAction.TAKE:
+        if handover.status == HandoverStatus.ACTIVE:
+            if handover.assigned_to_id == manager.id:
+                return CallbackAnswer("Вы уже ведёте этот диалог")
+            return CallbackAnswer(f"Уже взял {handover.assigned_to}", alert=True)
+        _take(session, handover=handover, conversation=conversation, manager=manager, client=client, now=db.now(session))
+        return CallbackAnswer("Вы взяли диалог. Пишите ответ в этой теме — он уйдёт клиенту в WhatsApp.")
+    if action in (HandoverAction.RESOLVE, HandoverAction.RETURN):
+        target = HandoverStatus.RESOLVED if action == HandoverAction.RESOLVE else HandoverStatus.BOT_HANDLING
+        if handover.assigned_to is None:
+            handover.assigned_to, handover.assigned_to_id = manager.name, manager.id
+        lifecycle.transition(session, handover=handover, conversation=conversation, target=target, now=db.now(session))
+        _event(session, handover, action, manager)
+        topics.queue_card(session, handover)
+        logger.info("handover.closed", extra={"handover_id": str(handover.id), "conversation_id": str(conversation.id), "status": target})
+        return CallbackAnswer("Диалог закрыт, бот снова отвечает" if action == HandoverAction.RESOLVE else "Диалог возвращён боту")
+    return CallbackAnswer("Неизвестная кнопка", alert=True)
+
+
+# --- replies in the customer's topic ---------------------------------------------------------------------
+
+
+def reply(
+    session: Session, *, client: Client, thread_id: int | None, telegram_message_id: int, manager: Manager, text: str
+) -> uuid.UUID | None:
+    """Queue a manager's reply to the customer of this topic (its outbox item; None when it is not a reply to
+    deliver). Replying to a pending handover takes it; writing first opens one, so the bot keeps quiet."""
     if thread_id is None or not text.strip() or text.startswith("/"):
-        return ManagerMessageResult("ignored")
+        return None
     conversation = session.scalar(
         select(Conversation).where(Conversation.client_id == client.id, Conversation.telegram_topic_id == thread_id).with_for_update()
     )
     if conversation is None:
         logger.info("manager.unknown_topic", extra={"client": client.slug, "topic_id": thread_id})
-        return ManagerMessageResult("ignored")
+        return None
     now = db.now(session)
     handover = lifecycle.open_handover(session, conversation.id, lock=True)
     if handover is None:
@@ -127,37 +175,49 @@ def handle_message(
         handover = session.get(Handover, escalation.handover_id)
         assert handover is not None
     if handover.status == HandoverStatus.PENDING:
-        lifecycle.take(
-            session,
-            handover=handover,
-            conversation=conversation,
-            manager_id=manager_id,
-            manager_name=manager_name,
-            now=now,
-            settings_=clients.settings_of(client),
-        )
+        _take(session, handover=handover, conversation=conversation, manager=manager, client=client, now=now)
     handover.last_activity_at = now
-    session.add(HandoverEvent(handover_id=handover.id, action=HandoverAction.REPLY, actor_id=manager_id, actor_name=manager_name))
-    phone = session.scalar(select(User.phone).where(User.id == conversation.user_id))
-    assert phone is not None
+    _event(session, handover, HandoverAction.REPLY, manager)
     outbox_id = outbox.queue_whatsapp_text(
         session,
         client_id=client.id,
         conversation_id=conversation.id,
-        phone=phone,
         text=text,
         role=MessageRole.MANAGER,
-        kind=OutboxKind.MANAGER_TEXT,
-        meta={"manager": manager_name, "manager_id": manager_id, "telegram_message_id": telegram_message_id},
+        meta={"manager": manager.name, "manager_id": manager.id, "telegram_message_id": telegram_message_id},
         dedup_key=f"manager:{client.id}:{telegram_message_id}",
-        extra_payload={"telegram_message_id": telegram_message_id},
+        telegram_message_id=telegram_message_id,
     )
     logger.info("manager.reply_queued", extra={"conversation_id": str(conversation.id), "client": client.slug, "outbox_id": str(outbox_id)})
-    return ManagerMessageResult("queued", outbox_id)
+    return outbox_id
+
+
+def _take(session: Session, *, handover: Handover, conversation: Conversation, manager: Manager, client: Client, now: datetime) -> None:
+    """The manager takes the conversation over (a button or a reply); the customer may be told who answers now."""
+    lifecycle.transition(session, handover=handover, conversation=conversation, target=HandoverStatus.ACTIVE, now=now)
+    handover.assigned_to, handover.assigned_to_id = manager.name, manager.id
+    _event(session, handover, HandoverAction.TAKE, manager)
+    topics.queue_card(session, handover)
+    if clients.settings_of(client).announce_manager:
+        outbox.queue_whatsapp_text(
+            session,
+            client_id=conversation.client_id,
+            conversation_id=conversation.id,
+            text=replies.MANAGER_JOINED.format(name=manager.name),
+            role=MessageRole.SYSTEM,
+        )
+    logger.info("handover.taken", extra={"handover_id": str(handover.id), "conversation_id": str(conversation.id)})
+
+
+def _event(session: Session, handover: Handover, action: HandoverAction, manager: Manager) -> None:
+    session.add(HandoverEvent(handover_id=handover.id, action=action, actor_id=manager.id, actor_name=manager.name))
+
+
+# --- delivery of a reply, confirmed in the topic ----------------------------------------------------------
 
 
 @outbox.handler(OutboxChannel.WHATSAPP, OutboxKind.MANAGER_TEXT)
-def _deliver_manager_text(delivery: Delivery, save_progress: Any) -> dict[str, Any]:
+def deliver_reply(delivery: Delivery, save_progress: Any) -> dict[str, Any]:
     """Send like any WhatsApp text, then confirm in the topic; the first failure is reported there at once."""
     try:
         result = outbox.deliver_whatsapp_text(delivery, save_progress)
@@ -169,12 +229,13 @@ def _deliver_manager_text(delivery: Delivery, save_progress: Any) -> dict[str, A
     return result
 
 
-def _on_gave_up(delivery: Delivery, error: str) -> None:
+def report_given_up(delivery: Delivery, error: str) -> None:
+    """A manager's reply the outbox gave up on: say so in the topic, so the manager can reach the customer otherwise."""
     if delivery.kind == OutboxKind.MANAGER_TEXT:
         _notice(delivery, NOT_DELIVERED.format(error=_short(error)))
 
 
-outbox.gave_up_listeners.append(_on_gave_up)
+outbox.gave_up_listeners.append(report_given_up)
 
 
 def _notice(delivery: Delivery, text: str) -> None:
@@ -182,7 +243,7 @@ def _notice(delivery: Delivery, text: str) -> None:
     if delivery.conversation_id is None:
         return
     with session_scope() as session:
-        item_id = lifecycle.queue_topic_text(
+        item_id = topics.queue_text(
             session,
             client_id=delivery.client.id,
             conversation_id=delivery.conversation_id,

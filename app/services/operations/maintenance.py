@@ -10,7 +10,7 @@ import redis
 from app.redis_client import redis_client
 from app.services.channels import outbox
 from app.services.conversation import turn
-from app.services.handover import lifecycle
+from app.services.handover import reminders
 from app.services.operations import health
 
 logger = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ def tick() -> None:
     periodic: list[tuple[str, Callable[[], object]]] = [
         ("turns", turn.redrive_turns),
         ("outbox", outbox.redrive),
-        ("handovers", lifecycle.check_pending),
+        ("handovers", reminders.check_pending),
         ("alerts", health.run_checks),
         *tasks,
     ]
