@@ -1,4 +1,5 @@
-"""The FastAPI application: routers, error handlers, and the in-process worker's lifecycle."""
+"""The FastAPI application: routers, middlewares, error handlers; its lifespan starts and stops the process's
+background work (app/bootstrap.py)."""
 
 import gc
 import logging
@@ -6,126 +7,38 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
-import dramatiq
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import worker
+from app import bootstrap
 from app.config import settings
+from app.middleware import BodySizeLimit, WebhookBacklog
 from app.routers import admin, debug, health, metrics, telegram_webhook, webhook
-from app.services.conversation import scheduling
 from app.services.knowledge import qdrant
-from app.services.operations import alerts
-from app.services.operations.maintenance import Maintenance
 from app.utils.errors import TrufflesError
-from app.utils.logging import setup_logging
 
 logger = logging.getLogger(__name__)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    setup_logging(settings.log_level, settings.log_format)
-    alerts.install_error_counter()
+    bootstrap.configure_logging()
     # Sync routes run in this thread pool; the DB pool is sized to it plus the workers.
     anyio.to_thread.current_default_thread_limiter().total_tokens = settings.http_threads
-    dramatiq_worker = None
-    maintenance = None
-    if settings.worker_mode == "inprocess":
-        dramatiq_worker = dramatiq.Worker(worker.broker, worker_threads=settings.worker_threads, worker_timeout=settings.worker_poll_ms)
-        dramatiq_worker.start()
-        maintenance = Maintenance(settings.maintenance_interval_seconds)
-        maintenance.start()
-    # What is loaded by now lives as long as the process: keep it out of the collector's full passes, which
-    # otherwise stop every thread for ~140 ms (seen as acknowledgement stalls under load).
-    gc.collect()
-    gc.freeze()
-    logger.info("app.started", extra={"worker_mode": settings.worker_mode, "worker_threads": settings.worker_threads})
     try:
-        yield
+        with bootstrap.background_work():
+            # What is loaded by now lives as long as the process: keep it out of the collector's full passes,
+            # which otherwise stop every thread for ~140 ms (seen as acknowledgement stalls under load).
+            gc.collect()
+            gc.freeze()
+            logger.info("app.started", extra={"worker_mode": settings.worker_mode, "worker_threads": settings.worker_threads})
+            yield
     finally:
-        if maintenance is not None:
-            maintenance.stop()
-        if dramatiq_worker is not None:
-            dramatiq_worker.stop(timeout=10_000)
         qdrant.close()
         logger.info("app.stopped")
-
-
-class WebhookBacklog:
-    """Count webhook deliveries in progress, so turns can wait while deliveries queue (scheduling)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope.get("path", "").startswith("/webhook/"):
-            await self.app(scope, receive, send)
-            return
-        scheduling.count_webhook(1)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            scheduling.count_webhook(-1)
-
-
-class BodySizeLimit:
-    """Reject oversize request bodies before they are read into memory (413).
-
-    Webhooks carry a message each; only the operator's knowledge uploads (`/admin/`) may be larger.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int, admin_max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.admin_max_bytes = admin_max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        max_bytes = self.admin_max_bytes if scope.get("path", "").startswith("/admin/") else self.max_bytes
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > max_bytes:
-                await _too_large(send)
-                return
-        received = 0
-        too_large = False
-
-        async def limited_receive() -> Message:
-            nonlocal received, too_large
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > max_bytes:
-                    too_large = True
-                    raise _BodyTooLarge
-            return message
-
-        try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
-            await _too_large(send)
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _too_large(send: Send) -> None:
-    body = b'{"detail":"request body too large"}'
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 def _validation_reason(exc: RequestValidationError) -> str:

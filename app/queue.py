@@ -1,4 +1,7 @@
-"""The job queue: Dramatiq over Redis. Services enqueue by actor name; app.worker defines the actors."""
+"""The job queue: Dramatiq over Redis. Services enqueue jobs by name; app/bootstrap.py declares the actors
+that run them and hands this broker to the worker. Importing this module only builds the broker object."""
+
+from enum import StrEnum
 
 import dramatiq
 import redis
@@ -7,8 +10,16 @@ from dramatiq.brokers.redis import RedisBroker
 from app.config import settings
 
 QUEUE = "default"
-# Conversations whose turn is scheduled, by due time (scheduling dispatches them onto QUEUE when due)
+# Conversations whose turn is scheduled, by due time (scheduling.py dispatches them onto QUEUE when due)
 TURNS_DUE_KEY = "turns:due"
+
+
+class Job(StrEnum):
+    """The actors' names (see bootstrap.py)."""
+
+    PROCESS_TURN = "process_turn"
+    DELIVER_OUTBOX = "deliver_outbox"
+
 
 broker = RedisBroker(
     client=redis.Redis.from_url(
@@ -21,12 +32,11 @@ broker = RedisBroker(
     # A killed worker's unacknowledged jobs go back on the queue after this long without heartbeats.
     heartbeat_timeout=30_000,
 )
-dramatiq.set_broker(broker)
 
 
-def enqueue(actor_name: str, *args: str, delay_seconds: float = 0) -> None:
+def enqueue(job: Job, *args: str, delay_seconds: float = 0) -> None:
     """Put a job on the queue, optionally delayed. Raises redis errors: callers decide the fallback."""
-    message: dramatiq.Message[None] = dramatiq.Message(queue_name=QUEUE, actor_name=actor_name, args=args, kwargs={}, options={})
+    message: dramatiq.Message[None] = dramatiq.Message(queue_name=QUEUE, actor_name=job.value, args=args, kwargs={}, options={})
     delay_ms = int(delay_seconds * 1000)
     broker.enqueue(message, delay=delay_ms if delay_ms > 0 else None)
 

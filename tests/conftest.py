@@ -120,7 +120,7 @@ _recreate_database()
 from fastapi.testclient import TestClient  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 
-from app import db  # noqa: E402
+from app import bootstrap, db  # noqa: E402
 from app.config import settings  # noqa: E402
 from app.db import engine, session_scope  # noqa: E402
 from app.main import app  # noqa: E402
@@ -128,7 +128,6 @@ from app.models import Base  # noqa: E402
 from app.queue import broker  # noqa: E402
 from app.redis_client import redis_client  # noqa: E402
 from app.services import clients  # noqa: E402
-from app.services.conversation import inbound  # noqa: E402
 from app.services.knowledge import qdrant  # noqa: E402
 from fakes.chatflow import FakeChatFlow  # noqa: E402
 from fakes.elevenlabs import FakeElevenLabs  # noqa: E402
@@ -141,7 +140,9 @@ _TABLES = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
 
 @pytest.fixture(scope="session", autouse=True)
 def _session_resources() -> Iterator[None]:
-    """Release this session's database and Redis database when it ends."""
+    """The process wired as the service wires itself (also for tests that deliver without the app running);
+    this session's database and Redis database released when it ends."""
+    bootstrap.wire()
     yield
     qdrant.close()
     shutil.rmtree(os.environ["QDRANT_PATH"], ignore_errors=True)
@@ -173,8 +174,7 @@ def _clean_state() -> Iterator[None]:
                 raise
             time.sleep(0.1)
     redis_client.flushdb()
-    clients.clear_cache()
-    inbound.forget_conversations()
+    bootstrap.forget_process_state()
     yield
 
 

@@ -280,7 +280,7 @@ def test_delivery_resumes_after_outage_without_resending(api, llm, chatflow, mak
         item.next_attempt_at = item.created_at  # due now
     from app.services.channels import outbox
 
-    assert outbox.deliver(item.id) == "sent"
+    assert outbox.deliver(item.id) == outbox.DeliveryOutcome.SENT
     parts = chatflow.sent_texts()
     assert len(parts) == 2 and all(len(p) <= 4096 for p in parts)
     assert "".join(parts).count("Первое предложение.") == 300

@@ -23,6 +23,7 @@ from app.models import (
     MessageRole,
     OutboxChannel,
     OutboxItem,
+    OutboxKind,
     OutboxStatus,
 )
 from app.services.channels import outbox
@@ -204,6 +205,21 @@ def test_chatflow_down_gives_up_with_an_alert_and_a_restart_sends_once(api, make
     chatflow.fail(502, times=None)
     api.post("/webhook/salon", json=chatflow_payload("Ещё вопрос", phone="77010000123"))
     wait_until(lambda: _count(OutboxItem, OutboxItem.status == OutboxStatus.FAILED) == 1)
+    assert any("Could not deliver a whatsapp message for client 'salon'" in a for a in alerts.sent)
+
+
+def test_an_item_written_before_an_upgrade_is_delivered_and_an_unreadable_one_given_up_at_once(make_client, chatflow):
+    client = make_client("salon")
+    with session_scope() as session:
+        readable, unreadable = (
+            OutboxItem(client_id=client.id, channel=OutboxChannel.WHATSAPP, kind=OutboxKind.TEXT, payload=payload)
+            for payload in ({"phone": "77010000001", "parts": ["Здравствуйте!"]}, {"to": "77010000001", "text": "Здравствуйте!"})
+        )
+        session.add_all([readable, unreadable])
+    assert outbox.deliver(readable.id) == outbox.DeliveryOutcome.SENT
+    assert chatflow.sent_texts("77010000001") == ["Здравствуйте!"]
+    # Retrying a payload this code cannot read would never succeed: it is given up on (and alerted) at once.
+    assert outbox.deliver(unreadable.id) == outbox.DeliveryOutcome.FAILED
     assert any("Could not deliver a whatsapp message for client 'salon'" in a for a in alerts.sent)
 
 

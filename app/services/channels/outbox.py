@@ -1,16 +1,21 @@
 """The outbox: every message to a messenger is a row first, then delivered, retried with backoff, and
-given up on loudly. A reply is written once (dedup_key) and each of its parts is delivered once."""
+given up on loudly. A reply is written once (dedup_key) and each of its parts is delivered once.
+
+Each kind of item has a payload shape (schemas/outbox.py) and one handler that delivers it; the handlers
+and the listeners told of an item given up on are registered by app/bootstrap.py."""
 
 import contextlib
 import hashlib
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
 
 import redis
+from pydantic import ValidationError
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
@@ -27,32 +32,41 @@ from app.models import (
     MessageType,
     OutboxChannel,
     OutboxItem,
-    OutboxKind,
     OutboxStatus,
     User,
 )
+from app.queue import Job
 from app.redis_client import redis_client
+from app.schemas.outbox import PAYLOAD_TYPES, ManagerText, OutboxPayload, WhatsAppText
 from app.services.channels import whatsapp
-from app.services.operations import alerts
 from app.utils.errors import ConfigError, ExternalServiceError
 from app.utils.text import split_text
 
 logger = logging.getLogger(__name__)
 
-DELIVER_OUTBOX = "deliver_outbox"
 _LEASE = timedelta(seconds=90)
 _BACKOFF_SECONDS = (5, 20, 60, 180, 600, 1800)
 _ECHO_TTL_SECONDS = 24 * 3600
 
 
+P = TypeVar("P", bound=OutboxPayload, covariant=True)
+
+
+class DeliveryOutcome(StrEnum):
+    SENT = "sent"
+    RETRY = "retry"  # failed, tried again after a backoff
+    FAILED = "failed"  # given up on
+    SKIPPED = "skipped"  # not due, taken by another sender, or gone
+
+
 @dataclass(frozen=True)
-class Delivery:
+class Delivery(Generic[P]):
     """Everything a handler needs to deliver one outbox item, read in a short transaction."""
 
     id: uuid.UUID
-    channel: str
-    kind: str
-    payload: dict[str, Any]
+    channel: OutboxChannel
+    kind: str  # an OutboxKind, unless the row holds a kind this code does not know (it is given up on)
+    payload: P
     result: dict[str, Any]
     attempts: int
     client: Client
@@ -60,19 +74,24 @@ class Delivery:
     conversation_id: uuid.UUID | None
 
 
-# (channel, kind) -> handler(delivery, save_progress) -> result dict
-Handler = Callable[[Delivery, Callable[[dict[str, Any]], None]], dict[str, Any]]
-_handlers: dict[tuple[str, str], Handler] = {}
-# Called with (delivery, error) when an item is given up on; the alerting side registers here.
-gave_up_listeners: list[Callable[[Delivery, str], None]] = []
+SaveProgress = Callable[[dict[str, Any]], None]
+# A handler delivers one item (raising ExternalServiceError or ConfigError when it cannot) and returns what
+# to record as its result; save_progress records the parts already delivered, so a retry resumes after them.
+Handler = Callable[[Delivery[P], SaveProgress], dict[str, Any]]
+GaveUpListener = Callable[[Delivery[OutboxPayload], str], None]
+_handlers: dict[str, Handler[Any]] = {}  # by OutboxKind
+_gave_up_listeners: list[GaveUpListener] = []
 
 
-def handler(channel: str, kind: str) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        _handlers[(channel, kind)] = fn
-        return fn
+def register(payload_type: type[P], handler: Handler[P]) -> None:
+    """Have `handler` deliver the items of this payload's kind."""
+    _handlers[payload_type.kind] = handler
 
-    return register
+
+def on_gave_up(listener: GaveUpListener) -> None:
+    """Tell `listener` (delivery, error) of every item given up on."""
+    if listener not in _gave_up_listeners:
+        _gave_up_listeners.append(listener)
 
 
 def add(
@@ -80,9 +99,7 @@ def add(
     *,
     client_id: uuid.UUID,
     conversation_id: uuid.UUID | None,
-    channel: str,
-    kind: str,
-    payload: dict[str, Any],
+    payload: OutboxPayload,
     dedup_key: str | None = None,
     message_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
@@ -92,9 +109,9 @@ def add(
         .values(
             client_id=client_id,
             conversation_id=conversation_id,
-            channel=channel,
-            kind=kind,
-            payload=payload,
+            channel=payload.channel,
+            kind=payload.kind,
+            payload=payload.model_dump(mode="json"),
             dedup_key=dedup_key,
             message_id=message_id,
         )
@@ -148,11 +165,9 @@ def queue_whatsapp_text(
         session,
         client_id=client_id,
         conversation_id=conversation_id,
-        channel=OutboxChannel.WHATSAPP,
-        kind=OutboxKind.TEXT if telegram_message_id is None else OutboxKind.MANAGER_TEXT,
-        payload={"phone": phone, "parts": split_text(text)}
+        payload=WhatsAppText(phone=phone, parts=split_text(text))
         if telegram_message_id is None
-        else {"phone": phone, "parts": split_text(text), "telegram_message_id": telegram_message_id},
+        else ManagerText(phone=phone, parts=split_text(text), telegram_message_id=telegram_message_id),
         dedup_key=dedup_key,
         message_id=message.id,
     )
@@ -163,16 +178,19 @@ def written(session: Session) -> list[uuid.UUID]:
     return list(session.info.get("outbox_ids", []))
 
 
-def deliver(item_id: uuid.UUID) -> str:
-    """Try to deliver one item now: 'sent', 'retry', 'failed' or 'skipped' (not due or taken by another)."""
+def deliver(item_id: uuid.UUID) -> DeliveryOutcome:
+    """Try to deliver one item now."""
     delivery = _claim(item_id)
     if delivery is None:
-        return "skipped"
-    fn = _handlers.get((delivery.channel, delivery.kind))
+        return DeliveryOutcome.SKIPPED
+    handler, payload_type = _handlers.get(delivery.kind), PAYLOAD_TYPES.get(delivery.kind)
     try:
-        if fn is None:
+        if handler is None or payload_type is None:
             raise ConfigError(f"no handler for outbox {delivery.channel}/{delivery.kind}")
-        result = fn(delivery, lambda progress: _save_progress(delivery.id, progress))
+        delivery = replace(delivery, payload=payload_type.model_validate(delivery.payload))
+        result = handler(delivery, lambda progress: _save_progress(delivery.id, progress))
+    except ValidationError as exc:
+        return _failed(delivery, f"unreadable payload: {exc.error_count()} error(s)", retryable=False)
     except (ExternalServiceError, ConfigError) as exc:
         retryable = isinstance(exc, ExternalServiceError) and exc.retryable
         return _failed(delivery, str(exc), retryable=retryable)
@@ -187,19 +205,19 @@ def deliver(item_id: uuid.UUID) -> str:
             .returning(OutboxItem.message_id)
         ).first()
         if sent is None:  # deleted with its client meanwhile
-            return "skipped"
+            return DeliveryOutcome.SKIPPED
         if sent.message_id:
             session.execute(update(Message).where(Message.id == sent.message_id).values(status=MessageStatus.SENT))
     logger.info(
         "outbox.sent", extra={"outbox_id": str(item_id), "channel": delivery.channel, "kind": delivery.kind, "attempt": delivery.attempts}
     )
-    return "sent"
+    return DeliveryOutcome.SENT
 
 
 def deliver_soon(item_id: uuid.UUID) -> None:
     """Hand an item to a worker now; if the queue is unreachable the maintenance sweep sends it."""
     try:
-        queue.enqueue(DELIVER_OUTBOX, str(item_id))
+        queue.enqueue(Job.DELIVER_OUTBOX, str(item_id))
     except redis.RedisError:
         logger.warning("outbox.enqueue_failed", extra={"outbox_id": str(item_id)})
 
@@ -221,11 +239,12 @@ def redrive(limit: int = 200) -> int:
             )
         )
     for item_id in ids:
-        queue.enqueue(DELIVER_OUTBOX, str(item_id))
+        queue.enqueue(Job.DELIVER_OUTBOX, str(item_id))
     return len(ids)
 
 
-def _claim(item_id: uuid.UUID) -> Delivery | None:
+def _claim(item_id: uuid.UUID) -> Delivery[Any] | None:
+    """Take the item if it is due (its payload still the stored JSON: deliver() reads it by kind)."""
     with session_scope() as session:
         now = func.now()
         item = session.scalar(
@@ -268,13 +287,13 @@ def _save_progress(item_id: uuid.UUID, progress: dict[str, Any]) -> None:
         session.execute(update(OutboxItem).where(OutboxItem.id == item_id).values(result=progress))
 
 
-def _failed(delivery: Delivery, error: str, *, retryable: bool) -> str:
+def _failed(delivery: Delivery[Any], error: str, *, retryable: bool) -> DeliveryOutcome:
     give_up = not retryable or delivery.attempts >= settings.outbox_max_attempts
     delay = _BACKOFF_SECONDS[min(delivery.attempts - 1, len(_BACKOFF_SECONDS) - 1)]
     with session_scope() as session:
         item = session.get(OutboxItem, delivery.id)
         if item is None:
-            return "skipped"
+            return DeliveryOutcome.SKIPPED
         item.last_error, item.locked_until = error[:1000], None
         if give_up:
             item.status = OutboxStatus.FAILED
@@ -292,19 +311,18 @@ def _failed(delivery: Delivery, error: str, *, retryable: bool) -> str:
     }
     if give_up:
         metrics.outbox_failed.labels(delivery.client.slug, delivery.channel).inc()
-        alerts.delivery_failed(delivery.client.slug, delivery.channel, error)
         logger.error("outbox.gave_up", extra={**extra, "conversation_id": str(delivery.conversation_id), "client": delivery.client.slug})
-        for listener in gave_up_listeners:
+        for listener in _gave_up_listeners:
             try:
                 listener(delivery, error)
             except Exception:
                 logger.exception("outbox.listener_failed", extra={"outbox_id": str(delivery.id)})
-        return "failed"
+        return DeliveryOutcome.FAILED
     logger.warning("outbox.retry_scheduled", extra={**extra, "delay_seconds": delay})
     # Without Redis the maintenance sweep re-drives due items.
     with contextlib.suppress(redis.RedisError):
-        queue.enqueue(DELIVER_OUTBOX, str(delivery.id), delay_seconds=delay)
-    return "retry"
+        queue.enqueue(Job.DELIVER_OUTBOX, str(delivery.id), delay_seconds=delay)
+    return DeliveryOutcome.RETRY
 
 
 def remember_echo(client_id: uuid.UUID, phone: str, text: str, message_id: str | None) -> None:
@@ -332,15 +350,14 @@ def _digest(text: str) -> str:
     return hashlib.sha1(text.strip().encode()).hexdigest()[:16]
 
 
-@handler(OutboxChannel.WHATSAPP, OutboxKind.TEXT)
-def deliver_whatsapp_text(delivery: Delivery, save_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def deliver_whatsapp_text(delivery: Delivery[WhatsAppText], save_progress: SaveProgress) -> dict[str, Any]:
     """Send the parts in order, recording each, so a retry resumes after the last part delivered."""
-    phone = delivery.payload.get("phone") or delivery.phone
+    phone = delivery.payload.phone or delivery.phone
     if not phone:
         raise ConfigError("outbox item has no phone to send to")
     creds = whatsapp.credentials_for(delivery.client)
     sent_ids: list[str | None] = list(delivery.result.get("message_ids", []))
-    parts: list[str] = delivery.payload["parts"]
+    parts = delivery.payload.parts
     for part in parts[len(sent_ids) :]:
         message_id = whatsapp.send_text(creds=creds, phone=phone, text=part)
         remember_echo(delivery.client.id, phone, part, message_id)

@@ -30,7 +30,6 @@ from app.services.conversation import end_of_turn
 
 logger = logging.getLogger(__name__)
 
-PROCESS_TURN = "process_turn"
 DUE_KEY = queue.TURNS_DUE_KEY
 PREFETCH_KEY = "turns:prefetch"
 _PREFETCH_MIN_WAIT_SECONDS = 0.5  # shorter waits leave no time to prepare anything
@@ -346,7 +345,7 @@ def dispatch_due(*, prefetch: Callable[[list[str]], None] | None = None) -> Disp
         prefetch(paused)
     for conversation_id in ids:
         try:
-            queue.enqueue(PROCESS_TURN, conversation_id)
+            queue.enqueue(queue.Job.PROCESS_TURN, conversation_id)
         except redis.RedisError:
             # Popped but not queued: back in the set for the next pass (or the maintenance sweep).
             redis_client.zadd(DUE_KEY, {conversation_id: _now_ms()}, lt=True)

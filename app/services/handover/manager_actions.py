@@ -6,7 +6,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
@@ -24,14 +24,13 @@ from app.models import (
     HandoverReason,
     HandoverStatus,
     MessageRole,
-    OutboxChannel,
-    OutboxKind,
     TelegramUpdate,
 )
+from app.schemas.outbox import ManagerText, OutboxPayload
 from app.schemas.telegram import TgCallbackQuery, TgUpdate
 from app.services import clients, replies
 from app.services.channels import outbox, telegram
-from app.services.channels.outbox import Delivery
+from app.services.channels.outbox import Delivery, SaveProgress
 from app.services.handover import card, lifecycle, topics
 from app.utils.errors import ConfigError
 
@@ -216,8 +215,7 @@ def _event(session: Session, handover: Handover, action: HandoverAction, manager
 # --- delivery of a reply, confirmed in the topic ----------------------------------------------------------
 
 
-@outbox.handler(OutboxChannel.WHATSAPP, OutboxKind.MANAGER_TEXT)
-def deliver_reply(delivery: Delivery, save_progress: Any) -> dict[str, Any]:
+def deliver_reply(delivery: Delivery[ManagerText], save_progress: SaveProgress) -> dict[str, Any]:
     """Send like any WhatsApp text, then confirm in the topic; the first failure is reported there at once."""
     try:
         result = outbox.deliver_whatsapp_text(delivery, save_progress)
@@ -229,16 +227,13 @@ def deliver_reply(delivery: Delivery, save_progress: Any) -> dict[str, Any]:
     return result
 
 
-def report_given_up(delivery: Delivery, error: str) -> None:
+def report_given_up(delivery: Delivery[OutboxPayload], error: str) -> None:
     """A manager's reply the outbox gave up on: say so in the topic, so the manager can reach the customer otherwise."""
-    if delivery.kind == OutboxKind.MANAGER_TEXT:
-        _notice(delivery, NOT_DELIVERED.format(error=_short(error)))
+    if isinstance(delivery.payload, ManagerText):
+        _notice(cast(Delivery[ManagerText], delivery), NOT_DELIVERED.format(error=_short(error)))
 
 
-outbox.gave_up_listeners.append(report_given_up)
-
-
-def _notice(delivery: Delivery, text: str) -> None:
+def _notice(delivery: Delivery[ManagerText], text: str) -> None:
     """A short status line in the topic, as a reply to the manager's message; queued so it is retried too."""
     if delivery.conversation_id is None:
         return
@@ -248,7 +243,7 @@ def _notice(delivery: Delivery, text: str) -> None:
             client_id=delivery.client.id,
             conversation_id=delivery.conversation_id,
             text=text,
-            reply_to=delivery.payload.get("telegram_message_id"),
+            reply_to=delivery.payload.telegram_message_id,
         )
     outbox.deliver_soon(item_id)
 

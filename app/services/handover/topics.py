@@ -14,11 +14,12 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.db import session_scope
-from app.models import OPEN_HANDOVER_STATUSES, Client, Conversation, Handover, Message, OutboxChannel, OutboxKind, User
+from app.models import OPEN_HANDOVER_STATUSES, Client, Conversation, Handover, Message, User
 from app.redis_client import redis_client
+from app.schemas.outbox import Card, TopicMedia, TopicText
 from app.services.channels import outbox, telegram
 from app.services.channels.media import fetch_media
-from app.services.channels.outbox import Delivery
+from app.services.channels.outbox import Delivery, SaveProgress
 from app.services.channels.telegram import TopicNotFound, escape
 from app.services.handover import card
 from app.utils.errors import ConfigError, MediaRejected
@@ -31,38 +32,17 @@ logger = logging.getLogger(__name__)
 
 def queue_card(session: Session, handover: Handover) -> None:
     """(Re)render the handover card in the customer's topic from the handover's state at delivery time."""
-    outbox.add(
-        session,
-        client_id=handover.client_id,
-        conversation_id=handover.conversation_id,
-        channel=OutboxChannel.TELEGRAM,
-        kind=OutboxKind.CARD,
-        payload={"handover_id": str(handover.id)},
-    )
+    outbox.add(session, client_id=handover.client_id, conversation_id=handover.conversation_id, payload=Card(handover_id=handover.id))
 
 
 def queue_text(session: Session, *, client_id: uuid.UUID, conversation_id: uuid.UUID, text: str, reply_to: int | None = None) -> uuid.UUID:
     """A message into the customer's topic (HTML: escape customer text before passing it)."""
-    return outbox.add(
-        session,
-        client_id=client_id,
-        conversation_id=conversation_id,
-        channel=OutboxChannel.TELEGRAM,
-        kind=OutboxKind.TOPIC_TEXT,
-        payload={"text": text, "reply_to": reply_to},
-    )
+    return outbox.add(session, client_id=client_id, conversation_id=conversation_id, payload=TopicText(text=text, reply_to=reply_to))
 
 
 def queue_media(session: Session, *, client_id: uuid.UUID, conversation_id: uuid.UUID, message_id: uuid.UUID) -> uuid.UUID:
     """The customer's file (photo, voice note, document) into their topic, fetched at delivery time."""
-    return outbox.add(
-        session,
-        client_id=client_id,
-        conversation_id=conversation_id,
-        channel=OutboxChannel.TELEGRAM,
-        kind=OutboxKind.TOPIC_MEDIA,
-        payload={"message_id": str(message_id)},
-    )
+    return outbox.add(session, client_id=client_id, conversation_id=conversation_id, payload=TopicMedia(message_id=message_id))
 
 
 # --- the topic -----------------------------------------------------------------------------------------
@@ -102,7 +82,7 @@ def _acquire(lock: Lock) -> bool:
         return False  # without Redis a duplicate topic is possible but nothing is lost
 
 
-def _in_topic(delivery: Delivery, send: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
+def _in_topic(delivery: Delivery[Any], send: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
     """Run `send(topic_id)`; if the topic was deleted, recreate it once and send again."""
     assert delivery.conversation_id is not None
     topic_id = ensure_topic(delivery.client, delivery.conversation_id)
@@ -116,10 +96,9 @@ def _in_topic(delivery: Delivery, send: Callable[[int], dict[str, Any]]) -> dict
 # --- outbox handlers -------------------------------------------------------------------------------------
 
 
-@outbox.handler(OutboxChannel.TELEGRAM, OutboxKind.TOPIC_TEXT)
-def deliver_text(delivery: Delivery, save_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def deliver_text(delivery: Delivery[TopicText], save_progress: SaveProgress) -> dict[str, Any]:
     bot, chat_id = telegram.bot_for(delivery.client), telegram.chat_for(delivery.client)
-    text, reply_to = delivery.payload["text"], delivery.payload.get("reply_to")
+    text, reply_to = delivery.payload.text, delivery.payload.reply_to
 
     def send(topic_id: int) -> dict[str, Any]:
         if reply_to:
@@ -131,11 +110,10 @@ def deliver_text(delivery: Delivery, save_progress: Callable[[dict[str, Any]], N
     return _in_topic(delivery, send)
 
 
-@outbox.handler(OutboxChannel.TELEGRAM, OutboxKind.TOPIC_MEDIA)
-def deliver_media(delivery: Delivery, save_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def deliver_media(delivery: Delivery[TopicMedia], save_progress: SaveProgress) -> dict[str, Any]:
     bot, chat_id = telegram.bot_for(delivery.client), telegram.chat_for(delivery.client)
     with session_scope() as session:
-        message = session.get(Message, uuid.UUID(delivery.payload["message_id"]))
+        message = session.get(Message, delivery.payload.message_id)
         if message is None:
             return {"skipped": "message gone"}
         kind, caption, media = message.type, message.content, (message.meta or {}).get("media") or {}
@@ -165,11 +143,10 @@ def deliver_media(delivery: Delivery, save_progress: Callable[[dict[str, Any]], 
     return _in_topic(delivery, send)
 
 
-@outbox.handler(OutboxChannel.TELEGRAM, OutboxKind.CARD)
-def deliver_card(delivery: Delivery, save_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def deliver_card(delivery: Delivery[Card], save_progress: SaveProgress) -> dict[str, Any]:
     """Render the card from the handover's state now: send and pin it once, afterwards edit it in place."""
     bot, chat_id = telegram.bot_for(delivery.client), telegram.chat_for(delivery.client)
-    handover_id = uuid.UUID(delivery.payload["handover_id"])
+    handover_id = delivery.payload.handover_id
 
     def send(topic_id: int) -> dict[str, Any]:
         with session_scope() as session:

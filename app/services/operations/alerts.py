@@ -11,7 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from app.config import settings
+from app.schemas.outbox import OutboxPayload
 from app.services.channels import telegram
+from app.services.channels.outbox import Delivery
 from app.services.channels.telegram import Bot
 from app.utils.logging import scrub
 
@@ -111,8 +113,9 @@ def evaluate(health: Mapping[str, object] | None = None) -> None:
         clear("slow", "Response time back to normal")
 
 
-def delivery_failed(client: str, channel: str, error: str) -> None:
-    """A reply could not be delivered after all retries: always worth a look, rate-limited per client+channel."""
+def delivery_failed(delivery: Delivery[OutboxPayload], error: str) -> None:
+    """The outbox gave up on a message: always worth a look, rate-limited per client and channel."""
+    client, channel = delivery.client.slug, delivery.channel
     fire(f"delivery:{client}:{channel}", f"Could not deliver a {channel} message for client '{client}': {scrub(error)[:200]}")
 
 

@@ -1,34 +1,24 @@
-"""Periodic safety net: re-drive turns and sends whose jobs were lost (Redis outage, a killed process)."""
+"""The periodic safety net: every interval, in one process at a time, run the tasks it was given (the
+bootstrap's list: re-drive lost turns and sends, handover reminders, health checks and alerts)."""
 
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import redis
+from redis.lock import Lock
 
 from app.redis_client import redis_client
-from app.services.channels import outbox
-from app.services.conversation import turn
-from app.services.handover import reminders
-from app.services.operations import health
 
 logger = logging.getLogger(__name__)
 
-# Extra tasks registered by other services (handover reminders, alert checks), run on every tick.
-tasks: list[tuple[str, Callable[[], object]]] = []
+Task = tuple[str, Callable[[], object]]  # (name for the logs, the work)
 
 
-def tick() -> None:
-    """One pass of every periodic task; each failure is logged and the others still run."""
-    periodic: list[tuple[str, Callable[[], object]]] = [
-        ("turns", turn.redrive_turns),
-        ("outbox", outbox.redrive),
-        ("handovers", reminders.check_pending),
-        ("alerts", health.run_checks),
-        *tasks,
-    ]
-    for name, fn in periodic:
+def tick(tasks: Sequence[Task]) -> None:
+    """One pass of every task; each failure is logged and the others still run."""
+    for name, fn in tasks:
         try:
             fn()
         except Exception as exc:
@@ -36,10 +26,11 @@ def tick() -> None:
 
 
 class Maintenance:
-    """Runs tick() every interval in a daemon thread; with several processes only one ticks at a time."""
+    """Runs tick(tasks) every interval in a daemon thread; with several processes only one ticks at a time."""
 
-    def __init__(self, interval_seconds: float) -> None:
+    def __init__(self, interval_seconds: float, tasks: Sequence[Task]) -> None:
         self.interval = interval_seconds
+        self.tasks = tuple(tasks)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="maintenance", daemon=True)
 
@@ -52,6 +43,7 @@ class Maintenance:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
+            lock: Lock | None
             try:
                 lock = redis_client.lock("lock:maintenance", timeout=max(30, int(self.interval * 4)), blocking=False)
                 if not lock.acquire():
@@ -59,7 +51,7 @@ class Maintenance:
             except redis.RedisError:
                 lock = None  # without Redis nothing can be queued, but the other tasks (alerts) still run
             try:
-                tick()
+                tick(self.tasks)
             finally:
                 if lock is not None:
                     with contextlib.suppress(redis.RedisError):

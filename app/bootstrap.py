@@ -1,0 +1,126 @@
+"""How a Truffles process is put together, in one place. Importing a module changes no global state:
+everything that registers or starts is here, called by the FastAPI lifespan (app/main.py) and by the
+worker entry (app/worker.py).
+
+- wire(): the outbox's handler for each kind of item and the listeners told of an item given up on, the
+  job queue's actors, and the turn dispatcher (a Dramatiq middleware), on the one broker. Idempotent.
+- background_work(): the in-process Dramatiq worker and the maintenance thread with its periodic tasks,
+  for the API process (WORKER_MODE=inprocess).
+- worker_process(): the same wiring for `dramatiq app.worker`, whose CLI finds the broker globally.
+- forget_process_state(): the per-process caches (tests start each case from a clean process).
+"""
+
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+
+from app.config import settings
+from app.queue import QUEUE, Job, broker
+from app.schemas.outbox import Card, ManagerText, TopicMedia, TopicText, WhatsAppText
+from app.services import clients
+from app.services.channels import outbox
+from app.services.conversation import inbound, scheduling, turn
+from app.services.handover import manager_actions, reminders, topics
+from app.services.operations import alerts, health
+from app.services.operations.maintenance import Maintenance, Task
+from app.utils.logging import setup_logging
+
+logger = logging.getLogger(__name__)
+
+_wired = False
+_wiring = threading.Lock()
+
+
+def configure_logging() -> None:
+    """Structured logs as configured, and the error counter behind the 'errors in 5 minutes' alert."""
+    setup_logging(settings.log_level, settings.log_format)
+    alerts.install_error_counter()
+
+
+def wire() -> RedisBroker:
+    """Register the outbox handlers and listeners, the actors and the dispatcher, once per process."""
+    global _wired
+    with _wiring:
+        if not _wired:
+            outbox.register(WhatsAppText, outbox.deliver_whatsapp_text)
+            outbox.register(ManagerText, manager_actions.deliver_reply)
+            outbox.register(TopicText, topics.deliver_text)
+            outbox.register(TopicMedia, topics.deliver_media)
+            outbox.register(Card, topics.deliver_card)
+            outbox.on_gave_up(alerts.delivery_failed)
+            outbox.on_gave_up(manager_actions.report_given_up)
+            # Every worker process dispatches the turns that are due (the webhook only records when they are).
+            broker.add_middleware(scheduling.Dispatcher(prefetch=turn.prefetch_turn))
+            for job, fn, max_retries, time_limit_ms in (
+                (Job.PROCESS_TURN, _process_turn, 5, 300_000),
+                (Job.DELIVER_OUTBOX, _deliver_outbox, 3, 120_000),
+            ):
+                declare = dramatiq.actor(
+                    actor_name=job.value,
+                    queue_name=QUEUE,
+                    broker=broker,
+                    max_retries=max_retries,
+                    min_backoff=1_000,
+                    max_backoff=30_000,
+                    time_limit=time_limit_ms,
+                )
+                declare(fn)
+            _wired = True
+    return broker
+
+
+def _process_turn(conversation_id: str) -> None:
+    turn.process_turn(uuid.UUID(conversation_id))
+
+
+def _deliver_outbox(item_id: str) -> None:
+    outbox.deliver(uuid.UUID(item_id))
+
+
+def maintenance_tasks() -> list[Task]:
+    """What the maintenance thread runs on every tick."""
+    return [
+        ("turns", turn.redrive_turns),  # turns whose job was lost, or whose worker died
+        ("outbox", outbox.redrive),  # sends likewise
+        ("handovers", reminders.check_pending),  # reminders and auto-close
+        ("alerts", health.run_checks),  # health checks, and the alerts they and the error counters raise
+    ]
+
+
+@contextmanager
+def background_work() -> Iterator[None]:
+    """The API process's in-process worker and maintenance thread (WORKER_MODE=inprocess), stopped on exit."""
+    wire()
+    worker: dramatiq.Worker | None = None
+    maintenance: Maintenance | None = None
+    if settings.worker_mode == "inprocess":
+        worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads, worker_timeout=settings.worker_poll_ms)
+        worker.start()
+        maintenance = Maintenance(settings.maintenance_interval_seconds, maintenance_tasks())
+        maintenance.start()
+    try:
+        yield
+    finally:
+        if maintenance is not None:
+            maintenance.stop()
+        if worker is not None:
+            worker.stop(timeout=10_000)
+
+
+def worker_process() -> RedisBroker:
+    """For `dramatiq app.worker`: logging, wiring, and the broker set as Dramatiq's global one (its CLI looks there)."""
+    configure_logging()
+    wired = wire()
+    dramatiq.set_broker(wired)
+    return wired
+
+
+def forget_process_state() -> None:
+    """Forget what this process remembers between requests: client lookups and returning customers."""
+    clients.clear_cache()
+    inbound.forget_conversations()
