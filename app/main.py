@@ -76,7 +76,7 @@ def create_app() -> FastAPI:
             "request.rejected",
             extra={"path": request.url.path, "status_code": exc.status_code, "code": exc.code, "reason": exc.message},
         )
-        return JSONResponse(status_code=exc.status_code, content={"detail": exc.message, "code": exc.code})
+        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail, "code": exc.code})
 
     @app.exception_handler(RequestValidationError)
     async def invalid_payload(request: Request, exc: RequestValidationError) -> JSONResponse:

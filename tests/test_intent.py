@@ -135,6 +135,8 @@ def test_normalise_folds_spellings_together():
     assert normalise("Мееенеджер, ПОЗОВИТЕ!!!") == normalise("менеджер позовите")
     assert normalise("Сәлеметсіз бе") == normalise("салеметсиз бе")
     assert normalise("zhivoy chelovek") == normalise("живой человек")
+    assert normalise("xochu s cenoi") == normalise("хочу с ценой")  # x is х and c is ц, as the letters look
+    assert normalise("otstante") == normalise("отстаньте")  # "ts" here is т and с, not ц
     assert normalise("ещё") == normalise("еще")
 
 

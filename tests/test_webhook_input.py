@@ -156,3 +156,23 @@ def test_nul_characters_are_dropped_not_a_crash(api, llm, chatflow, make_client)
     wait_until(lambda: chatflow.sent_texts())
     with session_scope() as session:
         assert session.scalar(select(Message.content).where(Message.role == MessageRole.USER)) == "Привет"
+
+
+def test_every_acknowledgement_has_the_documented_shape(api, llm, chatflow, make_client):
+    # The webhook answers with a hand-built JSON body (for speed); the shape it declares is WebhookAck.
+    from app.main import app
+    from app.schemas.chatflow import IgnoreReason, IngestStatus, WebhookAck
+
+    make_client("salon")
+    payload = chatflow_payload("Здравствуйте", message_id="ACK-1")
+    group = chatflow_payload("всем привет", message_id="ACK-2")
+    group["metadata"]["remoteJid"] = "120363000000000000@g.us"
+    acks = [api.post("/webhook/salon", json=body).json() for body in (payload, payload, group)]
+    assert [WebhookAck.model_validate(ack) for ack in acks] == [
+        WebhookAck(status=IngestStatus.OK),
+        WebhookAck(status=IngestStatus.DUPLICATE),
+        WebhookAck(status=IngestStatus.IGNORED, reason=IgnoreReason.GROUP_OR_BROADCAST),
+    ]
+    assert all(set(ack) <= set(WebhookAck.model_fields) for ack in acks) and "reason" not in acks[0]
+    documented = app.openapi()["paths"]["/webhook/{client_slug}"]["post"]["responses"]["200"]["content"]["application/json"]
+    assert documented["schema"] == {"$ref": "#/components/schemas/WebhookAck"}

@@ -17,7 +17,11 @@ router = APIRouter(tags=["webhook"])
 _threads = ThreadPoolExecutor(max_workers=settings.http_threads, thread_name_prefix="webhook")
 
 
-@router.post("/webhook/{client_slug}", response_model=WebhookAck, response_model_exclude_none=True)
+@router.post(
+    "/webhook/{client_slug}",
+    response_model=None,
+    responses={200: {"model": WebhookAck, "description": "Stored once and scheduled (ok), seen before (duplicate), or ignored"}},
+)
 async def receive_message(
     client_slug: str, payload: ChatFlowWebhook, x_webhook_secret: Annotated[str | None, Header()] = None
 ) -> JSONResponse:

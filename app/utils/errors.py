@@ -11,6 +11,11 @@ class TrufflesError(Exception):
         super().__init__(message)
         self.message = message
 
+    @property
+    def detail(self) -> str:
+        """What the HTTP caller is told."""
+        return self.message
+
 
 class ConfigError(TrufflesError):
     status_code = 503
@@ -43,7 +48,7 @@ class ServiceUnavailable(TrufflesError):
 
 
 class MediaRejected(TrufflesError):
-    """A customer's media file was not fetched: `reason` says why (see media for the list)."""
+    """A customer's media file was not fetched: `reason` says why (see services/channels/media.py for the list)."""
 
     status_code = 422
     code = "media_rejected"
@@ -53,11 +58,22 @@ class MediaRejected(TrufflesError):
         self.reason = reason
 
 
-class ExternalServiceError(Exception):
-    """An external system (OpenAI, ChatFlow, Telegram, ElevenLabs, Qdrant) failed after its retries."""
+_WHAT_FAILED = {"qdrant": "knowledge base", "openai": "OpenAI", "chatflow": "WhatsApp gateway", "elevenlabs": "speech recognition"}
+
+
+class ExternalServiceError(TrufflesError):
+    """An external system (OpenAI, ChatFlow, Telegram, ElevenLabs, Qdrant) failed after its retries. An HTTP
+    caller it reaches gets a 503 naming what failed (the error itself is only logged) and may retry."""
+
+    status_code = 503
+    code = "unavailable"
 
     def __init__(self, service: str, message: str, *, retryable: bool = True) -> None:
         super().__init__(f"{service}: {message}")
         self.service = service
         self.message = message
         self.retryable = retryable
+
+    @property
+    def detail(self) -> str:
+        return f"{_WHAT_FAILED.get(self.service, self.service)} unavailable ({self.service}), retry later"

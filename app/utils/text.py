@@ -1,4 +1,4 @@
-"""Text helpers shared by the messengers."""
+"""Text helpers: splitting and cutting for the messengers, and reading Latin-typed Russian and Kazakh."""
 
 import re
 
@@ -41,3 +41,22 @@ def _hard_cut(sentence: str, limit: int) -> list[str]:
 def truncate(text: str, limit: int) -> str:
     """Cut text to at most `limit` characters, marking the cut."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# Russian and Kazakh typed in Latin letters ("zhivoi chelovek", "skolko stoit manikur", "obmanuli s cenoi"),
+# read back as Cyrillic. The chat habits, not a standard: c is ц and x is х (as the letters look), y after a
+# vowel is й. Digraphs first, longest first; "ts" is not one (otstante, svyazhites: т and с side by side).
+_LATIN_DIGRAPHS = (
+    ("shch", "щ"), ("sch", "щ"), ("dzh", "дж"), ("dj", "дж"), ("zh", "ж"), ("kh", "х"), ("ch", "ч"), ("sh", "ш"),
+    ("yu", "ю"), ("ya", "я"), ("yo", "ё"), ("ye", "е"),
+)  # fmt: skip
+_LATIN_LETTERS = str.maketrans("abcdefghijklmnopqrstuvwxyz", "абцдефгхижклмнопкрстуввхыз")
+_LATIN_Y_AFTER_VOWEL = re.compile(r"(?<=[aeiou])y")
+
+
+def latin_to_cyrillic(text: str) -> str:
+    """Lower-case text typed in Latin letters as the Cyrillic it stands for: "zhivoi chelovek" -> "живои человек"."""
+    text = _LATIN_Y_AFTER_VOWEL.sub("й", text)
+    for latin, cyrillic in _LATIN_DIGRAPHS:
+        text = text.replace(latin, cyrillic)
+    return text.translate(_LATIN_LETTERS)

@@ -32,7 +32,7 @@ _session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=32))
 class TelegramError(ExternalServiceError):
     def __init__(self, message: str, *, code: int | None = None, retryable: bool = True, retry_after: float | None = None) -> None:
         super().__init__(SERVICE, message, retryable=retryable)
-        self.code = code
+        self.error_code = code  # the Bot API's error_code (an HTTP status)
         self.retry_after = retry_after
 
 
@@ -94,7 +94,7 @@ def call(bot: Bot, method: str, params: dict[str, Any], *, files: dict[str, tupl
             "service": SERVICE,
             "method": method,
             "error_type": type(last).__name__,
-            "error_code": last.code,
+            "error_code": last.error_code,
             "error": last.message[:300],
         },
     )

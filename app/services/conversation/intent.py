@@ -43,6 +43,7 @@ from typing import Any
 
 from app.services.conversation import assistant
 from app.utils.errors import ConfigError, ExternalServiceError
+from app.utils.text import latin_to_cyrillic
 
 logger = logging.getLogger(__name__)
 
@@ -72,17 +73,6 @@ class IntentResult:
     source: IntentSource = IntentSource.HEURISTIC
 
 
-_TRANSLIT = str.maketrans(
-    {
-        "a": "а", "b": "б", "v": "в", "g": "г", "d": "д", "e": "е", "z": "з", "i": "и", "y": "ы", "k": "к", "l": "л",
-        "m": "м", "n": "н", "o": "о", "p": "п", "r": "р", "s": "с", "t": "т", "u": "у", "f": "ф", "h": "х", "c": "ц",
-        "j": "ж", "w": "в", "x": "кс", "q": "к",
-    }
-)  # fmt: skip
-_TRANSLIT_DIGRAPHS = (
-    ("shch", "щ"), ("sch", "щ"), ("dzh", "дж"), ("dj", "дж"), ("zh", "ж"), ("kh", "х"), ("ch", "ч"), ("sh", "ш"),
-    ("yu", "ю"), ("ya", "я"), ("yo", "е"), ("ye", "е"),
-)  # fmt: skip
 # Kazakh letters typed on a Russian keyboard come as their look-alikes: fold both spellings to one; й, ь
 # and ъ are dropped or merged because translit and hurried typing lose them ("zhivoi", "otstante").
 _FOLD = (
@@ -90,7 +80,6 @@ _FOLD = (
     ("ё", "е"), ("э", "е"), ("й", "и"),
 )  # fmt: skip
 _LATIN = re.compile(r"[a-z]")
-_LATIN_Y = re.compile(r"(?<=[aeiou])y")
 _REPEATS = re.compile(r"([а-я])\1+")
 _DOUBLE = re.compile(r"([а-я])\1")
 _NON_WORD = re.compile(r"[\W_]+")
@@ -113,10 +102,7 @@ def normalise(text: str) -> str:
     """Lower case, Latin-typed Russian to Cyrillic, letters folded, punctuation to spaces, one space between words."""
     lowered = text.lower()
     if _LATIN.search(lowered):
-        lowered = _LATIN_Y.sub("й", lowered)
-        for latin, cyrillic in _TRANSLIT_DIGRAPHS:
-            lowered = lowered.replace(latin, cyrillic)
-        lowered = lowered.translate(_TRANSLIT)
+        lowered = latin_to_cyrillic(lowered)
     folded = _fold(lowered)
     return _NON_WORD.sub(" ", folded).strip()
 

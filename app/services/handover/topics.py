@@ -167,7 +167,7 @@ def deliver_card(delivery: Delivery[Card], save_progress: SaveProgress) -> dict[
             except TopicNotFound:
                 raise
             except telegram.TelegramError as exc:
-                if exc.code != 400:
+                if exc.error_code != 400:
                     raise
                 logger.warning("telegram.card_not_editable", extra={"handover_id": str(handover_id), "error": exc.message[:200]})
             if not is_open:

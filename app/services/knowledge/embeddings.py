@@ -24,6 +24,7 @@ from tenacity import (
 
 from app.config import settings
 from app.utils.errors import ConfigError, ExternalServiceError
+from app.utils.text import latin_to_cyrillic
 
 logger = logging.getLogger(__name__)
 
@@ -228,10 +229,7 @@ _KAZAKH_TO_RUSSIAN = {
     "сату": "продажа", "өнім": "товар продукция",
 }
 _FOLD = str.maketrans("әғқңөұүһіёйыьъюяэщц", "агкноуухиеииъъуаешц")
-_LATIN_DIGRAPHS = (("shch", "щ"), ("sh", "ш"), ("ch", "ч"), ("zh", "ж"), ("kh", "х"), ("ts", "ц"),
-                   ("ya", "я"), ("yu", "ю"), ("yo", "ё"))
 # fmt: on
-_LATIN = str.maketrans("abcdefghijklmnopqrstuvwxyz", "абкдефгхижклмнопкрстуввхыз")
 _PREFIX_LEN = 5
 _russian_stemmer = snowballstemmer.stemmer("russian")
 _stem_lock = threading.Lock()  # snowballstemmer objects keep per-call state
@@ -300,12 +298,6 @@ def _stem_russian(word: str) -> str:
         return str(_russian_stemmer.stemWord(word))
 
 
-def _transliterate(word: str) -> str:
-    for latin, cyrillic in _LATIN_DIGRAPHS:
-        word = word.replace(latin, cyrillic)
-    return word.translate(_LATIN)
-
-
 @lru_cache(maxsize=65536)
 def _term(word: str) -> str:
     """One spelling-tolerant term per word: stem (Kazakh or Russian), fold, cap at five letters.
@@ -327,7 +319,7 @@ def _word_tokens(text: str) -> list[list[str]]:
             if len(word) > 1:  # single digits ("3 дня") match everything and mean little
                 words.append([word])
             continue
-        cyrillic = _transliterate(word) if word.isascii() else word
+        cyrillic = latin_to_cyrillic(word) if word.isascii() else word
         if len(word) < 2 or cyrillic in _STOPWORDS or _fold(cyrillic) in _FOLDED_STOPWORDS:
             continue
         terms = [_term(cyrillic)]

@@ -7,7 +7,7 @@ of its heading path embedded like a question, one dense vector per line/sentence
 multivector: a chunk scores by its best line, so one price in a long list still finds its chunk), and a
 sparse lexical vector (BM25-like, IDF over the tenant). Candidates are the best chunks by text, by best
 line and by sparse score, fused with RRF (Qdrant's own fusion on a server; the same lists and fusion
-computed with numpy on the embedded store, see qdrant). The candidates are then ranked by
+computed with numpy on the embedded store, see qdrant.py). The candidates are then ranked by
 
     score = TEXT_WEIGHT * cos(text) + HEADING_WEIGHT * cos(heading) + LINE_WEIGHT * cos(best line)
             + LEXICAL_WEIGHT * share of the query's words found in the chunk
