@@ -4,7 +4,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import psycopg2
 from sqlalchemy import create_engine, func, select
@@ -63,12 +63,15 @@ def execute_once(statement: str, params: Mapping[str, Any]) -> tuple[Any, ...] |
         except psycopg2.Error as exc:
             raise _wrapped(statement, params, exc, invalidated=False) from exc
         try:
-            with connection.cursor() as cursor:
+            cursor = connection.cursor()
+            try:
                 cursor.execute(statement, params)
                 row = cursor.fetchone() if cursor.description else None
+            finally:
+                cursor.close()
             return tuple(row) if row is not None else None
         except psycopg2.Error as exc:
-            lost = _autocommit_engine.dialect.is_disconnect(exc, connection.dbapi_connection, None)
+            lost = _autocommit_engine.dialect.is_disconnect(cast(Any, exc), connection.dbapi_connection, None)
             if lost:
                 # PostgreSQL restarted: every connection made before now is dead too. Mark them all (each is
                 # replaced when next checked out), as SQLAlchemy's own Connection does; disposing the pool
@@ -83,15 +86,17 @@ def execute_once(statement: str, params: Mapping[str, Any]) -> tuple[Any, ...] |
 
 
 def _wrapped(statement: str, params: Mapping[str, Any], exc: psycopg2.Error, *, invalidated: bool) -> DBAPIError:
-    return DBAPIError.instance(
+    # A driver error always comes back as a DBAPIError subclass (OperationalError, DataError, ...).
+    wrapped = DBAPIError.instance(
         statement,
         dict(params),
-        exc,
+        cast(Any, exc),
         psycopg2.Error,
         hide_parameters=True,
         connection_invalidated=invalidated,
         dialect=_autocommit_engine.dialect,
     )
+    return cast(DBAPIError, wrapped)
 
 
 def dispose() -> None:
@@ -116,6 +121,6 @@ def session_scope() -> Iterator[Session]:
 
 def now(session: Session) -> datetime:
     """The database's clock (the transaction's start): the one clock every stored time is compared with."""
-    value = session.scalar(select(func.now()))
+    value: datetime | None = session.scalar(select(func.now()))
     assert value is not None
     return value

@@ -21,7 +21,7 @@ class Job(StrEnum):
     DELIVER_OUTBOX = "deliver_outbox"
 
 
-broker = RedisBroker(
+broker = RedisBroker(  # type: ignore[no-untyped-call]  # Dramatiq's Redis broker has no annotated __init__
     client=redis.Redis.from_url(
         settings.redis_url,
         socket_timeout=5,

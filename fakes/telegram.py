@@ -658,13 +658,13 @@ def _decode_json_param(name: str, value: Any) -> Any:
 
 
 def _check_text(text: Any, parse_mode: Any, limit: int, empty: str, too_long: str) -> str:
-    text = "" if text is None else str(text)
-    visible = _check_entities(text, parse_mode)
+    value = "" if text is None else str(text)
+    visible = _check_entities(value, parse_mode)
     if not visible.strip() and empty:
         raise TelegramError(400, f"Bad Request: {empty}")
     if len(visible.encode("utf-16-le")) // 2 > limit:  # Telegram counts UTF-16 code units
         raise TelegramError(400, f"Bad Request: {too_long}")
-    return text
+    return value
 
 
 def _check_entities(text: str, parse_mode: Any) -> str:

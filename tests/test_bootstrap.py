@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from app import bootstrap
 from app.models import OutboxKind
@@ -35,9 +36,10 @@ print(json.dumps({
 """
 
 
-def _fresh_process(mode: str) -> dict:
+def _fresh_process(mode: str) -> dict[str, Any]:
     done = subprocess.run([sys.executable, "-c", _REPORT, mode], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    state: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return state
 
 
 def test_importing_the_application_changes_no_global_state():

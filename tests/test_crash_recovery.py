@@ -9,6 +9,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -63,7 +64,7 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
 
-    def post(self, slug: str, payload: dict) -> int:
+    def post(self, slug: str, payload: dict[str, Any]) -> int:
         return requests.post(f"http://127.0.0.1:{self.port}/webhook/{slug}", json=payload, timeout=5).status_code
 
 

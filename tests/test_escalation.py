@@ -61,7 +61,7 @@ def handover() -> Handover:
 
 def conversation() -> Conversation:
     with session_scope() as session:
-        found = session.scalar(select(Conversation))
+        found: Conversation | None = session.scalar(select(Conversation))
         assert found is not None
         return found
 
@@ -277,7 +277,7 @@ def test_customer_no_mutes_the_bot_without_a_handover(api, salon, llm, chatflow,
     say(api, "Стоп, не пишите мне больше")
     assert wait_until(lambda: chatflow.sent_texts(PHONE)) == [replies.OPT_OUT_ACK]
     c = conversation()
-    assert c.bot_status == BotStatus.MUTED and c.mute_count == 1
+    assert c.bot_status == BotStatus.MUTED and c.mute_count == 1 and c.bot_muted_until is not None
     muted_for = c.bot_muted_until - c.updated_at
     assert timedelta(minutes=29) < muted_for <= timedelta(minutes=31)
 
@@ -290,7 +290,7 @@ def test_customer_no_mutes_the_bot_without_a_handover(api, salon, llm, chatflow,
     say(api, "отстаньте")
     wait_until(lambda: len(chatflow.sent_texts(PHONE)) == 2)
     c = conversation()
-    assert c.mute_count == 2 and c.bot_muted_until - c.updated_at > timedelta(hours=23)
+    assert c.mute_count == 2 and c.bot_muted_until is not None and c.bot_muted_until - c.updated_at > timedelta(hours=23)
     with session_scope() as session:
         assert session.scalar(select(func.count()).select_from(Handover)) == 0
 

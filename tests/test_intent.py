@@ -4,7 +4,15 @@ import time
 
 import pytest
 
-from app.services.conversation.intent import ESCALATE_INTENTS, IntentResult, classify_heuristic, is_unclear, normalise
+from app.services.conversation.intent import (
+    ESCALATE_INTENTS,
+    Intent,
+    IntentResult,
+    IntentSource,
+    classify_heuristic,
+    is_unclear,
+    normalise,
+)
 from bench.intent_bench import evaluate, load_fixture, select
 
 CASES = [
@@ -95,11 +103,11 @@ def test_mentions_without_a_request_or_complaint_do_not_escalate(text):
 
 def test_result_is_a_small_frozen_value():
     result = classify_heuristic("Позовите менеджера")
-    assert result == IntentResult("human_request", result.confidence, "heuristic")
+    assert result == IntentResult(Intent.HUMAN_REQUEST, result.confidence, IntentSource.HEURISTIC)
     assert 0.9 <= result.confidence <= 1.0
     with pytest.raises(AttributeError):
-        result.intent = "other"  # type: ignore[misc]
-    assert frozenset({"human_request", "frustration"}) == ESCALATE_INTENTS
+        result.intent = Intent.OTHER  # type: ignore[misc]
+    assert frozenset({Intent.HUMAN_REQUEST, Intent.FRUSTRATION}) == ESCALATE_INTENTS
 
 
 def test_confidence_is_high_for_explicit_rules_and_low_for_weak_cues():

@@ -39,7 +39,7 @@ def salon(make_client):
 
 
 def _system_prompt(llm) -> str:
-    return llm.chat_requests()[-1]["messages"][0]["content"]
+    return str(llm.chat_requests()[-1]["messages"][0]["content"])
 
 
 def test_answer_uses_the_clients_knowledge(api, salon, llm, chatflow):

@@ -3,6 +3,7 @@
 import base64
 import concurrent.futures
 import time
+from typing import Any
 
 from sqlalchemy import select
 
@@ -14,9 +15,9 @@ from tests.helpers import chatflow_payload, wait_until
 PHONE = "77015550202"
 
 
-def voice(text: str, *, url: str | None = None, **media: object) -> dict:
+def voice(text: str, *, url: str | None = None, **media: object) -> dict[str, Any]:
     """A voice note; the fake ElevenLabs 'hears' UTF-8 audio bytes as that text."""
-    data: dict = {"mimetype": "audio/ogg; codecs=opus", "ptt": True, "seconds": 4, "fileName": None, "caption": None, **media}
+    data: dict[str, Any] = {"mimetype": "audio/ogg; codecs=opus", "ptt": True, "seconds": 4, "fileName": None, "caption": None, **media}
     if url:
         data["url"] = url
     else:
@@ -24,7 +25,7 @@ def voice(text: str, *, url: str | None = None, **media: object) -> dict:
     return chatflow_payload("", phone=PHONE, messageType="audio", mediaData=data)
 
 
-def image(caption: str | None, url: str) -> dict:
+def image(caption: str | None, url: str) -> dict[str, Any]:
     media = {"url": url, "mimetype": "image/jpeg", "fileName": "photo.jpg", "caption": caption, "size": 11}
     return chatflow_payload("", phone=PHONE, messageType="image", mediaData=media)
 

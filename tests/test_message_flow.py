@@ -352,7 +352,7 @@ def _store_without_scheduling(client_id, payload) -> None:
 def _break_after_first_send(chatflow, monkeypatch) -> None:
     """The gateway accepts one message, then answers 500 until clear_faults()."""
     original = chatflow.handle
-    broken = []
+    broken: list[bool] = []
 
     def handle(request):
         response = original(request)

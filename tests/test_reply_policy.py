@@ -68,7 +68,7 @@ def test_while_a_handover_is_open_the_turn_goes_to_the_manager_unless_the_custom
     )
     assert reply_policy.route(active, opt_out) == Decision(Action.FORWARD, intent=Intent.OPT_OUT, intent_source=IntentSource.HEURISTIC)
     for intent in (Intent.HUMAN_REQUEST, Intent.FRUSTRATION, Intent.QUESTION):
-        assert reply_policy.route(pending, _intent(intent)).action == Action.FORWARD
+        assert reply_policy.route(pending, _intent(intent)) == Decision(Action.FORWARD, intent=intent, intent_source=IntentSource.HEURISTIC)
 
 
 def test_a_muted_bot_answers_only_a_request_for_a_human():

@@ -22,7 +22,9 @@ def _first_delivery(client_id: uuid.UUID, conversation_id: uuid.UUID, name: str,
 
 
 def _due(conversation_id: uuid.UUID) -> int:
-    return int(redis_client.hget(f"turn:{conversation_id}", "due"))
+    due = redis_client.hget(f"turn:{conversation_id}", "due")
+    assert due is not None
+    return int(due)
 
 
 def test_soonest_due_time_allows_for_a_later_message_with_a_shorter_wait():

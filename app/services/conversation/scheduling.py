@@ -426,4 +426,5 @@ class Dispatcher(dramatiq.Middleware):
 
 def turn_lock(conversation_id: uuid.UUID) -> Lock:
     """The lock held while one turn of this conversation is processed, expiring if its holder dies."""
-    return redis_client.lock(f"lock:turn:{conversation_id}", timeout=settings.turn_lock_seconds, blocking=False)
+    lock: Lock = redis_client.lock(f"lock:turn:{conversation_id}", timeout=settings.turn_lock_seconds, blocking=False)
+    return lock

@@ -361,7 +361,7 @@ def _query_store(
         return []
     # The candidates' cosines as scores of exact queries restricted to them: a few numbers back instead
     # of every candidate's vectors (a chunk's lines alone are thousands of floats).
-    only = models.Filter(must=[*(flt.must or []), models.HasIdCondition(has_id=[point.id for point in fused])])  # type: ignore[misc]
+    only = models.Filter(must=[*(flt.must or []), models.HasIdCondition(has_id=[point.id for point in fused])])
     exact = None if is_local() else models.SearchParams(exact=True)  # local mode is always exact (and says so)
     requests = [
         models.QueryRequest(query=query, using=name, filter=only, limit=len(fused), params=exact)
@@ -397,7 +397,8 @@ def _unit(vector: np.ndarray) -> np.ndarray:
 def _unit_rows(rows: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
-    return rows / norms
+    unit: np.ndarray = rows / norms
+    return unit
 
 
 def _top(scores: np.ndarray, count: int) -> np.ndarray:
