@@ -7,7 +7,7 @@ from app.services.conversation import scheduling
 
 
 class WebhookBacklog:
-    """Count webhook deliveries in progress, so turns can wait while deliveries queue (scheduling)."""
+    """Count webhook deliveries in progress, so turns can wait while deliveries queue (scheduling.py)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

@@ -1,5 +1,6 @@
 from fastapi import APIRouter, Response
 
+from app.schemas.health import Health
 from app.services.operations.health import run_checks
 
 router = APIRouter(tags=["health"])
@@ -9,6 +10,6 @@ router = APIRouter(tags=["health"])
 def health(response: Response) -> dict[str, object]:
     """Database, Redis and Qdrant status; 503 when the database is down, since then nothing works."""
     result = run_checks()
-    if result["db"] != "ok":
+    if result["db"] != Health.OK:
         response.status_code = 503
     return result

@@ -1,7 +1,7 @@
 """How long to wait after a customer's message for them to go on writing (end-of-turn detection).
 
 Pure and fast: a few string checks, no I/O. The answer is a multiple of the client's base wait; the caller
-(scheduling) still caps the turn by its maximum wait from the turn's first message.
+(scheduling.py) still caps the turn by its maximum wait from the turn's first message.
 
 The text is read without emoji, trailing bracket smileys and spaces ("спасибо)", "ок 👍"), lower-cased,
 "ё" read as "е". The first matching row wins:

@@ -283,7 +283,7 @@ def claim_due(conversation_id: uuid.UUID) -> float:
     return 0.0
 
 
-# Webhook requests this process has received and not yet answered (app.main counts them). More than it has
+# Webhook requests this process has received and not yet answered (app.middleware counts them). More than it has
 # request threads means deliveries are queueing: a turn's next message may be among them.
 webhooks_in_flight = 0
 _in_flight_lock = threading.Lock()  # one event loop per process normally; tests may run two

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from app.config import settings
+from app.schemas.health import HEALTHY
 from app.schemas.outbox import OutboxPayload
 from app.services.channels import telegram
 from app.services.channels.outbox import Delivery
@@ -92,7 +93,7 @@ def _trim(now: float) -> None:
 def evaluate(health: Mapping[str, object] | None = None) -> None:
     """Check every alert condition once; called by the maintenance loop and by /health."""
     if health is not None:
-        failed = {k: v for k, v in health.items() if k in ("db", "redis", "qdrant") and v not in ("ok", "not_configured")}
+        failed = {k: v for k, v in health.items() if k in ("db", "redis", "qdrant") and v not in HEALTHY}
         if failed:
             fire("health", "Health check failed: " + ", ".join(f"{k}={v}" for k, v in failed.items()))
         else:

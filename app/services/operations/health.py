@@ -7,6 +7,7 @@ from sqlalchemy import text
 from app import queue
 from app.db import engine
 from app.redis_client import redis_client
+from app.schemas.health import HEALTHY, Health
 from app.services.knowledge import qdrant
 from app.services.operations import alerts
 
@@ -18,7 +19,7 @@ def check_db() -> str:
         with engine.connect() as connection:
             connection.execute(text("SET LOCAL statement_timeout = 2000"))
             connection.execute(text("SELECT 1"))
-        return "ok"
+        return Health.OK
     except Exception as exc:
         return f"error: {type(exc).__name__}"
 
@@ -26,14 +27,14 @@ def check_db() -> str:
 def check_redis() -> str:
     try:
         redis_client.ping()
-        return "ok"
+        return Health.OK
     except Exception as exc:
         return f"error: {type(exc).__name__}"
 
 
 def check_qdrant() -> str:
     try:
-        return "ok" if qdrant.ping() else "error: unreachable"
+        return Health.OK if qdrant.ping() else "error: unreachable"
     except Exception as exc:
         return f"error: {type(exc).__name__}"
 
@@ -48,8 +49,8 @@ def queue_backlog() -> int | None:
 def run_checks() -> dict[str, object]:
     """Every dependency, each bounded by a short timeout; a failure is logged as critical and alerted."""
     checks = {"db": check_db(), "redis": check_redis(), "qdrant": check_qdrant()}
-    status = "ok" if all(v in ("ok", "not_configured") for v in checks.values()) else "degraded"
-    if status != "ok":
+    status = Health.OK if all(v in HEALTHY for v in checks.values()) else Health.DEGRADED
+    if status != Health.OK:
         logger.critical("health.failed", extra=checks)
     alerts.evaluate(checks)
     return {"status": status, **checks, "queue_backlog": queue_backlog()}
