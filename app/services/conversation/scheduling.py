@@ -125,7 +125,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a call per field, on the webhook's path
 class TurnMove:
     """What one new customer message does to its conversation's turn: the wait it sets (end-of-turn policy),
     the turn's cap, and how late the message reached us. Computed once per delivery (see turn_move)."""
@@ -220,7 +220,7 @@ def _still_ahead(due_ms: int) -> bool:
     return due_ms - _now_ms() > _CLAIM_MARGIN_MS
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, like TurnMove
 class _Touch:
     """One run of _TOUCH, its arguments by name (the script takes them by position, see its comment)."""
 
