@@ -34,7 +34,7 @@ _KNOWN_CONVERSATIONS_MAX = 50_000
 _known_conversations: dict[tuple[uuid.UUID, str], uuid.UUID] = {}
 
 # One round trip: upsert the customer and the conversation, store the message unless it is a duplicate.
-# Touching the conversation row also serialises this insert with a turn being finalised (see _finish).
+# Touching the conversation row also serialises this insert with a turn being finalised (turn.py, _finish).
 # Written for the driver directly (psycopg2 placeholders, explicit casts): the webhook's hottest statement
 # skips SQLAlchemy's per-call compilation of its parameters.
 _STORE_INBOUND = """
