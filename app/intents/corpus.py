@@ -69,6 +69,14 @@ def key(text: str) -> str:
     return normalise(text) or text.strip()
 
 
+def fingerprint(examples: Iterable[Example]) -> str:
+    """A short hash of the texts and labels, so a model file can say which corpus it was trained on."""
+    digest = hashlib.blake2b(digest_size=8)
+    for example in sorted(examples, key=lambda e: (e.text, e.label)):
+        digest.update(f"{example.text}\0{example.label}\n".encode())
+    return digest.hexdigest()
+
+
 def _rank(text: str) -> bytes:
     return hashlib.blake2b(f"{SPLIT_SEED}\0{text}".encode(), digest_size=8).digest()
 

@@ -247,6 +247,7 @@ def train(
     log(f"thresholds {thresholds.as_dict()}")
     meta = {
         "lines": len(examples),
+        "corpus": corpus.fingerprint(examples),
         "config": {k: v for k, v in asdict(config).items() if k != "spec"},
         "cv_folds": fold_count,
         "cv": {name: {k: round(v, 4) for k, v in figures.items()} for name, figures in cv.items()},
