@@ -29,6 +29,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "services.handover",
         "services.operations",  # the turn reports its response time to the alerts
     },
+    "intents": {"services.conversation", "services.knowledge"},  # the learned classifier beside the rules
     "dependencies": {"services.clients"},
     "middleware": {"services.conversation"},
     "routers": {"models", "schemas", "dependencies", "services.*"},

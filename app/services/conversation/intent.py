@@ -52,8 +52,10 @@ class Intent(StrEnum):
     HUMAN_REQUEST = "human_request"
     FRUSTRATION = "frustration"
     OPT_OUT = "opt_out"
+    BOOKING = "booking"  # the learned model's classes (app/intents); the rules never give these two
     QUESTION = "question"
     GREETING = "greeting"
+    THANKS = "thanks"
     OTHER = "other"
 
 

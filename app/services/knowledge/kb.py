@@ -557,7 +557,8 @@ def delete_client(*, client_id: str) -> int:
     return qdrant.delete(collection=collection, client_id=client_id)
 
 
-def _query_text(query: str) -> str:
+def query_text(query: str) -> str:
+    """The part of a customer's turn that is embedded for search (and for the intent model)."""
     # The embedder's cost grows with the text (20 000 characters took 8 s) and e5 reads 512 tokens at
     # most anyway. A customer's turn is a burst of messages whose question usually comes last: keep the tail.
     query = query.strip()
@@ -591,7 +592,7 @@ def _query_vector(embedder: Embedder, query: str) -> list[float]:
 def warm_query(query: str) -> None:
     """Embed a query before it is searched (while a customer's turn waits for its last message), so the
     turn itself does not wait for the embedder. Harmless when the turn's text turns out different."""
-    query = _query_text(query)
+    query = query_text(query)
     if query:
         _query_vector(embeddings.get_embedder(), query)
 
@@ -601,7 +602,7 @@ def search(*, client_id: str, query: str, limit: int = 5) -> list[KnowledgeHit]:
 
     Raises ExternalServiceError when Qdrant (or a remote embedder) fails after its retries."""
     client_id = _client_id(client_id)
-    query = _query_text(query)
+    query = query_text(query)
     if not query or limit < 1:
         return []
     embedder, collection = _ready(client_id)
