@@ -87,7 +87,7 @@ def maintenance_tasks() -> list[Task]:
     return [
         ("turns", turn.redrive_turns),  # turns whose job was lost, or whose worker died
         ("outbox", outbox.redrive),  # sends likewise
-        ("handovers", reminders.check_pending),  # reminders and auto-close
+        ("handovers", reminders.check_open),  # reminders and auto-close of pending and taken handovers
         ("alerts", health.run_checks),  # health checks, and the alerts they and the error counters raise
     ]
 

@@ -350,28 +350,28 @@ def test_ai_error_handover_reaches_telegram(api, salon, llm, chatflow, telegram)
     assert "ошибка AI" in card(telegram, handover().telegram_message_id).text
 
 
-def test_reminders_then_auto_close_count_from_the_last_activity(api, make_client, chatflow, telegram):
+def test_reminders_then_auto_close_count_from_when_the_handover_opened(api, make_client, chatflow, telegram):
     make_client("salon", telegram_chat_id=CHAT, telegram_bot_token="100001:test-bot-token", settings={"owner_username": "salon_owner"})
     _h, topic, card_id = escalated(api, telegram, chatflow)
     wait_until(lambda: chatflow.sent_texts(PHONE))
 
     def idle(minutes: int) -> None:
         with session_scope() as session:
-            session.execute(update(Handover).values(last_activity_at=func.now() - timedelta(minutes=minutes)))
+            session.execute(update(Handover).values(created_at=func.now() - timedelta(minutes=minutes)))
 
     idle(29)
-    assert reminders.check_pending() == 0
+    assert reminders.check_open() == 0
     idle(31)
-    assert reminders.check_pending() == 1
-    assert reminders.check_pending() == 0  # reminded once
+    assert reminders.check_open() == 1
+    assert reminders.check_open() == 0  # reminded once
     idle(61)
-    assert reminders.check_pending() == 1
+    assert reminders.check_open() == 1
     _deliver_all()
     texts = [m.text for m in telegram.messages(CHAT, topic)]
     assert any(t.startswith("⏰") for t in texts) and any("Срочно" in t and "@salon_owner" in t for t in texts)
 
     idle(121)
-    assert reminders.check_pending() == 1
+    assert reminders.check_open() == 1
     _deliver_all()
     assert handover().status == HandoverStatus.TIMEOUT
     assert replies.HANDOVER_TIMEOUT in chatflow.sent_texts(PHONE)

@@ -18,6 +18,14 @@ MANAGER_JOINED = "Вам отвечает менеджер {name}."
 HANDOVER_TIMEOUT = (
     "Извините, менеджеры сейчас не успели ответить. Я снова на связи и постараюсь помочь, а ваш вопрос коллеги увидят в истории."
 )
+# A taken handover closed after a long silence: the customer's last message went unanswered, or the talk just ended.
+HANDOVER_CLOSED_UNANSWERED = (
+    "Извините, менеджер так и не смог ответить на ваше последнее сообщение. Я снова на связи и постараюсь помочь, "
+    "а если нужен человек — напишите «менеджер»."
+)
+HANDOVER_CLOSED_QUIET = (
+    "Диалог с менеджером завершён. Если появятся вопросы — пишите, я на связи и при необходимости снова позову менеджера."
+)
 
 # The customer's "no": the bot steps back.
 OPT_OUT_ACK = "Хорошо, больше не буду писать. Если понадоблюсь — просто напишите."

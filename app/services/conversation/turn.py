@@ -329,7 +329,7 @@ def _finish(turn: Turn, decision: Decision) -> tuple[TurnOutcome, list[uuid.UUID
         outcome = TurnOutcome.STORED
         if decision.action == Action.FORWARD:
             _forward(session, turn)
-            lifecycle.touch(session, conversation.id)
+            lifecycle.customer_wrote(session, conversation.id)
             outcome = TurnOutcome.FORWARD
         elif decision.action == Action.ESCALATE:
             reason = decision.reason or HandoverReason.HUMAN_REQUEST

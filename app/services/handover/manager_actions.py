@@ -175,7 +175,7 @@ def reply(
         assert handover is not None
     if handover.status == HandoverStatus.PENDING:
         _take(session, handover=handover, conversation=conversation, manager=manager, client=client, now=now)
-    handover.last_activity_at = now
+    handover.last_activity_at = handover.last_manager_reply_at = now
     _event(session, handover, HandoverAction.REPLY, manager)
     outbox_id = outbox.queue_whatsapp_text(
         session,
