@@ -40,7 +40,6 @@ class ClientSettings(BaseModel):
     waiting_notice_minutes: int = Field(default=10, ge=1)
     waiting_notice_text: str = Field(default="Менеджер скоро ответит.", min_length=1, max_length=500)
     escalation_cooldown_minutes: int = Field(default=10, ge=0)
-    escalate_on_no_knowledge: bool = True
     no_knowledge_policy: NoKnowledgePolicy = NoKnowledgePolicy.CLARIFY_THEN_OFFER
     sensitive_topics: list[str] = Field(default_factory=lambda: list(DEFAULT_SENSITIVE_TOPICS))
     sensitive_keywords: list[str] = Field(default_factory=list, description="extra words or stems (ending in *) that call a manager")

@@ -175,3 +175,20 @@ def customer_wrote(session: Session, conversation_id: uuid.UUID) -> None:
         .where(Handover.conversation_id == conversation_id, Handover.status.in_(OPEN_HANDOVER_STATUSES))
         .values(last_customer_message_at=func.now(), last_activity_at=func.now())
     )
+
+
+def claim_waiting_notice(session: Session, conversation_id: uuid.UUID, *, minutes: int) -> bool:
+    """Record that the waiting customer is told something now, unless they were told within `minutes` (two
+    turns at once: one wins)."""
+    claimed = session.scalar(
+        update(Handover)
+        .where(
+            Handover.conversation_id == conversation_id,
+            Handover.status.in_(OPEN_HANDOVER_STATUSES),
+            Handover.last_manager_reply_at.is_(None),
+            (Handover.customer_notified_at.is_(None)) | (Handover.customer_notified_at <= func.now() - timedelta(minutes=minutes)),
+        )
+        .values(customer_notified_at=func.now())
+        .returning(Handover.id)
+    )
+    return claimed is not None
