@@ -6,7 +6,8 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import date
+from dataclasses import asdict
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,14 @@ from sqlalchemy.engine import make_url
 
 from app.cli_kb import add_kb_commands
 from app.config import settings
+from app.db import now as db_now
 from app.db import session_scope
 from app.models import Client, Conversation, Message, MessageRole, MessageStatus, User
 from app.schemas.client import WEEKDAYS
 from app.services import clients, hours
 from app.services.channels import telegram
 from app.services.conversation import intent, sensitive
+from app.services.handover import report
 from app.utils.errors import ConfigError, TrufflesError
 
 Command = Callable[[argparse.Namespace], int]
@@ -190,6 +193,45 @@ def _parse_day(item: str) -> tuple[list[str], list[str]]:
     days = [WEEKDAYS[i % 7] for i in range(start, end + 1 if end >= start else end + 8)]
     intervals = [] if raw.strip().lower() in ("off", "closed", "выходной") else [i.strip() for i in raw.split(",") if i.strip()]
     return days, intervals
+
+
+_OUTCOME_LABELS = {
+    "resolved": "resolved by a manager",
+    "returned": "returned to the bot",
+    "cancelled": "withdrawn by the customer",
+    "untaken": "auto-closed: nobody took it",
+    "silent": "auto-closed: silence after taking",
+    "open": "still open",
+}
+
+
+def cmd_report_handovers(args: argparse.Namespace) -> int:
+    """Handovers of the last days: by outcome, time to take, takes and skips per manager, auto-closes."""
+    with session_scope() as session:
+        client = clients.get_by_slug(session, args.client)
+        since = db_now(session) - timedelta(days=args.days)
+        result = report.handovers(session, client_id=client.id, since=since)
+    if args.json:
+        print(
+            json.dumps(
+                asdict(result) | {"since": result.since.isoformat(), "auto_closed": result.auto_closed}, ensure_ascii=False, indent=2
+            )
+        )
+        return 0
+    print(f"handovers of '{args.client}', last {args.days} days (since {result.since:%Y-%m-%d %H:%M} UTC): {result.total}")
+    for key, label in _OUTCOME_LABELS.items():
+        if result.by_outcome.get(key):
+            print(f"  {label:<36} {result.by_outcome[key]}")
+    print(f"auto-closed: {result.auto_closed}")
+    if result.taken:
+        print(f"time to take ({result.taken} taken): median {result.take_median_minutes:.0f} min, p90 {result.take_p90_minutes:.0f} min")
+    else:
+        print("time to take: none taken")
+    print("reasons: " + (", ".join(f"{reason} {n}" for reason, n in sorted(result.by_reason.items(), key=lambda kv: -kv[1])) or "-"))
+    print("per manager:           takes  skips  replies  resolved  returned")
+    for row in result.managers:
+        print(f"  {row.name[:20]:<20} {row.takes:>5}  {row.skips:>5}  {row.replies:>7}  {row.resolves:>8}  {row.returns:>8}")
+    return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -403,6 +445,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--timeout", type=float, default=60.0)
     sim.add_argument("text")
     sim.set_defaults(func=cmd_simulate)
+    rep = sub.add_parser("report", help="reports").add_subparsers(dest="report", required=True)
+    rep_handovers = rep.add_parser("handovers", help="handovers by outcome, time to take, takes and skips per manager")
+    rep_handovers.add_argument("--client", required=True)
+    rep_handovers.add_argument("--days", type=int, default=7)
+    rep_handovers.add_argument("--json", action="store_true")
+    rep_handovers.set_defaults(func=cmd_report_handovers)
     add_kb_commands(sub)
     return parser
 
