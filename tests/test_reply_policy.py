@@ -286,6 +286,8 @@ def test_the_models_judgement_hands_over_and_a_straying_or_leaking_answer_is_nev
     assert leaked.action == Action.ESCALATE
     fine = reply_policy.model_answered(facts, QUESTION, ModelAnswer("Маникюр стоит 8 000 тг."))
     assert fine.action == Action.ANSWER
+    helpful = reply_policy.model_answered(facts, QUESTION, ModelAnswer("Если нужно что-то исправить в записи — напишите."))
+    assert helpful.action == Action.ANSWER  # words of a complaint are the customer's, not a topic an answer strays into
 
 
 def test_without_a_model_an_internal_rule_loaded_as_knowledge_is_never_quoted():

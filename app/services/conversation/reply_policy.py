@@ -191,7 +191,7 @@ def model_answered(facts: TurnFacts, intent: IntentResult, answer: ModelAnswer) 
         return _escalate(facts, intent, HandoverReason.SENSITIVE, replies.HANDOVER_ACK_SENSITIVE, detail=answer.reason)
     if answer.handoff == Handoff.NO_KNOWLEDGE or not answer.reply:
         return _no_knowledge(facts, intent)
-    topic = sensitive.find(answer.reply, facts.guard)
+    topic = sensitive.find_in_answer(answer.reply, facts.guard)
     if topic is not None or sensitive.leaks(answer.reply, facts.guard):
         detail = topic.label if topic else "ответ повторял внутренние правила"
         return _escalate(facts, intent, HandoverReason.SENSITIVE, replies.HANDOVER_ACK_SENSITIVE, detail=detail)

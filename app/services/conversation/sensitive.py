@@ -134,6 +134,15 @@ def find(text: str, guard: Guard) -> Topic | None:
     return next((topic for topic in guard.topics if topic.pattern.search(norm)), None)
 
 
+# A topic about what the customer feels, not something an answer can stray into ("исправить" in a reply is help).
+_CUSTOMER_ONLY = frozenset({"complaint"})
+
+
+def find_in_answer(text: str, guard: Guard) -> Topic | None:
+    """The sensitive topic an answer of the bot strays into (payment methods, contraindications, ...)."""
+    return find(text, Guard(tuple(t for t in guard.topics if t.key not in _CUSTOMER_ONLY), guard.policy_lines))
+
+
 def guard_for(settings: ClientSettings, policy_text: str) -> Guard:
     """The client's topics: its chosen defaults, those its policy names, and the keywords of both."""
     return _guard(tuple(settings.sensitive_topics), tuple(settings.sensitive_keywords), policy_text)
