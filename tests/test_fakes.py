@@ -253,6 +253,20 @@ def test_openai_json_mode_request_is_recorded_and_reply_parses(llm: openai.OpenA
     assert fake_openai.chat_requests()[-1]["response_format"] == {"type": "json_object"}
 
 
+def test_openai_structured_output_follows_the_json_schema_and_a_bad_schema_is_refused(llm: openai.OpenAI, fake_openai: FakeOpenAI) -> None:
+    from app.services.conversation.assistant import ANSWER_SCHEMA
+
+    structured = {"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": ANSWER_SCHEMA}}
+    fake_openai.set_reply("Маникюр стоит 8 000 тг.")
+    assert json.loads(_chat(llm, response_format=structured)) == {"reply": "Маникюр стоит 8 000 тг.", "handoff": "none", "reason": ""}
+    fake_openai.set_reply('{"reply": "…", "handoff": "sensitive", "reason": "оплата"}')  # a judgement, as programmed
+    assert json.loads(_chat(llm, response_format=structured))["handoff"] == "sensitive"
+
+    loose = {**ANSWER_SCHEMA, "additionalProperties": True}
+    with pytest.raises(openai.BadRequestError, match="additionalProperties"):
+        _chat(llm, response_format={"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": loose}})
+
+
 def test_openai_errors_surface_as_the_sdk_exceptions(llm: openai.OpenAI, fake_openai: FakeOpenAI) -> None:
     fake_openai.rate_limit(retry_after=7)
     with pytest.raises(openai.RateLimitError) as rate_limited:

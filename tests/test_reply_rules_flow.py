@@ -10,9 +10,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select, update
 
-from app import cli
+from app import bootstrap, cli
 from app.db import session_scope
 from app.models import Handover, HandoverReason, Message, MessageRole
+from app.redis_client import redis_client
 from app.schemas.client import WEEKDAYS
 from app.services import replies
 from app.services.knowledge import kb
@@ -109,6 +110,11 @@ def test_malformed_structured_output_is_the_reply_alone(api, salon, llm, chatflo
 # --- the waiting customer ---------------------------------------------------------------------------
 
 
+def restart() -> None:
+    bootstrap.forget_process_state()
+    redis_client.flushdb()
+
+
 def _told_minutes_ago(minutes: float) -> None:
     with session_scope() as session:
         session.execute(update(Handover).values(customer_notified_at=func.now() - timedelta(minutes=minutes)))
@@ -128,6 +134,7 @@ def test_a_waiting_customer_hears_a_manager_will_answer_at_most_once_per_interva
     forwarded("Есть кто?")
     assert answered(chatflow, 2)[-1] == "Менеджер скоро ответит."
     forwarded("Жду")  # not one per message
+    restart()  # what the process remembered is gone: the notice's time is in the database
     forwarded("Ау")
     _told_minutes_ago(11)
     tg = make_message_update(next(_updates), CHAT, topic, make_user(501, "Анна"), "Здравствуйте, смотрю ваш вопрос")
