@@ -21,9 +21,9 @@ from dramatiq.brokers.redis import RedisBroker
 
 from app.config import settings
 from app.queue import QUEUE, Job, broker
-from app.schemas.outbox import Card, ManagerText, TopicMedia, TopicText, WhatsAppText
+from app.schemas.outbox import Card, ManagerMedia, ManagerText, TopicMedia, TopicText, WhatsAppText
 from app.services import clients
-from app.services.channels import outbox
+from app.services.channels import media_store, outbox
 from app.services.conversation import inbound, scheduling, turn
 from app.services.handover import manager_actions, reminders, topics
 from app.services.operations import alerts, health
@@ -49,6 +49,7 @@ def wire() -> RedisBroker:
         if not _wired:
             outbox.register(WhatsAppText, outbox.deliver_whatsapp_text)
             outbox.register(ManagerText, manager_actions.deliver_reply)
+            outbox.register(ManagerMedia, manager_actions.deliver_media)
             outbox.register(TopicText, topics.deliver_text)
             outbox.register(TopicMedia, topics.deliver_media)
             outbox.register(Card, topics.deliver_card)
@@ -87,7 +88,8 @@ def maintenance_tasks() -> list[Task]:
     return [
         ("turns", turn.redrive_turns),  # turns whose job was lost, or whose worker died
         ("outbox", outbox.redrive),  # sends likewise
-        ("handovers", reminders.check_pending),  # reminders and auto-close
+        ("handovers", reminders.check_open),  # reminders and auto-close of pending and taken handovers
+        ("media", media_store.remove_expired),  # managers' files past their expiry
         ("alerts", health.run_checks),  # health checks, and the alerts they and the error counters raise
     ]
 

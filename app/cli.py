@@ -6,6 +6,8 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,14 @@ from sqlalchemy.engine import make_url
 
 from app.cli_kb import add_kb_commands
 from app.config import settings
+from app.db import now as db_now
 from app.db import session_scope
 from app.models import Client, Conversation, Message, MessageRole, MessageStatus, User
-from app.services import clients
+from app.schemas.client import WEEKDAYS
+from app.services import clients, hours
 from app.services.channels import telegram
-from app.services.conversation import intent
+from app.services.conversation import intent, sensitive
+from app.services.handover import report
 from app.utils.errors import ConfigError, TrufflesError
 
 Command = Callable[[argparse.Namespace], int]
@@ -113,6 +118,119 @@ def cmd_client_list(args: argparse.Namespace) -> int:
 def cmd_client_show(args: argparse.Namespace) -> int:
     with session_scope() as session:
         print(json.dumps(_describe(clients.get_by_slug(session, args.slug)), ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_policy_set(args: argparse.Namespace) -> int:
+    """Load the business's rules for the bot: instructions for the model and topics for a person, never knowledge."""
+    text_ = Path(args.file).read_text(encoding="utf-8")
+    with session_scope() as session:
+        clients.update(session, slug=args.slug, policy=text_)
+    _print_policy(args.slug, text_)
+    return 0
+
+
+def cmd_policy_show(args: argparse.Namespace) -> int:
+    with session_scope() as session:
+        text_ = clients.get_by_slug(session, args.slug).policy
+    if not text_.strip():
+        print(f"client '{args.slug}' has no policy: python -m app.cli client policy set --slug {args.slug} FILE")
+        return 0
+    _print_policy(args.slug, text_)
+    return 0
+
+
+def cmd_policy_clear(args: argparse.Namespace) -> int:
+    with session_scope() as session:
+        client = clients.get_by_slug(session, args.slug)
+        client.policy = ""
+    clients.clear_cache()
+    print(f"policy of '{args.slug}' removed")
+    return 0
+
+
+def _print_policy(slug: str, text_: str) -> None:
+    """What the bot understood: the rules that call a person, the topics they switch on, their own keywords."""
+    policy = sensitive.read_policy(text_)
+    print(f"policy of '{slug}': {len(policy.lines)} lines for the model (never quoted to customers)")
+    print(f"rules that call a person ({len(policy.rules)}):")
+    for rule in policy.rules:
+        print(f"  - {rule}")
+    print(f"sensitive topics they switch on: {', '.join(sorted(policy.topics)) or '-'}")
+    print(f"keywords of their own: {', '.join(policy.keywords) or '-'}")
+
+
+def cmd_hours(args: argparse.Namespace) -> int:
+    """Show or change a client's business hours, holidays and time zone."""
+    with session_scope() as session:
+        current = clients.settings_of(clients.get_by_slug(session, args.slug))
+        week = {} if args.always_open else dict(current.hours)
+        for item in args.day or []:
+            days, intervals = _parse_day(item)
+            for day in days:
+                week[day] = intervals
+        holidays = sorted({*current.holidays, *(args.holiday or [])} - set(args.no_holiday or []))
+        changes: dict[str, Any] = {"hours": week, "holidays": [d.isoformat() for d in holidays]}
+        if args.timezone:
+            changes["timezone"] = args.timezone
+        if args.day or args.always_open or args.holiday or args.no_holiday or args.timezone:
+            current = clients.settings_of(clients.update(session, slug=args.slug, settings=changes))
+    schedule = hours.schedule_of(current)
+    print(f"{args.slug}: {hours.describe_week(schedule)} ({current.timezone})")
+    print(f"holidays: {', '.join(d.isoformat() for d in current.holidays) or '-'}")
+    return 0
+
+
+def _parse_day(item: str) -> tuple[list[str], list[str]]:
+    """'mon-fri=10:00-20:00', 'sat=11:00-15:00,16:00-19:00', 'sun=off' -> (days, intervals)."""
+    days_, sep, raw = item.partition("=")
+    if not sep:
+        raise TrufflesError(f"--day expects DAYS=HOURS (e.g. mon-fri=10:00-20:00 or sun=off), got '{item}'")
+    first, _, last = days_.strip().lower().partition("-")
+    if first not in WEEKDAYS or (last and last not in WEEKDAYS):
+        raise TrufflesError(f"unknown day in '{days_}': use {', '.join(WEEKDAYS)}")
+    start, end = WEEKDAYS.index(first), WEEKDAYS.index(last or first)
+    days = [WEEKDAYS[i % 7] for i in range(start, end + 1 if end >= start else end + 8)]
+    intervals = [] if raw.strip().lower() in ("off", "closed", "выходной") else [i.strip() for i in raw.split(",") if i.strip()]
+    return days, intervals
+
+
+_OUTCOME_LABELS = {
+    "resolved": "resolved by a manager",
+    "returned": "returned to the bot",
+    "cancelled": "withdrawn by the customer",
+    "untaken": "auto-closed: nobody took it",
+    "silent": "auto-closed: silence after taking",
+    "open": "still open",
+}
+
+
+def cmd_report_handovers(args: argparse.Namespace) -> int:
+    """Handovers of the last days: by outcome, time to take, takes and skips per manager, auto-closes."""
+    with session_scope() as session:
+        client = clients.get_by_slug(session, args.client)
+        since = db_now(session) - timedelta(days=args.days)
+        result = report.handovers(session, client_id=client.id, since=since)
+    if args.json:
+        print(
+            json.dumps(
+                asdict(result) | {"since": result.since.isoformat(), "auto_closed": result.auto_closed}, ensure_ascii=False, indent=2
+            )
+        )
+        return 0
+    print(f"handovers of '{args.client}', last {args.days} days (since {result.since:%Y-%m-%d %H:%M} UTC): {result.total}")
+    for key, label in _OUTCOME_LABELS.items():
+        if result.by_outcome.get(key):
+            print(f"  {label:<36} {result.by_outcome[key]}")
+    print(f"auto-closed: {result.auto_closed}")
+    if result.taken:
+        print(f"time to take ({result.taken} taken): median {result.take_median_minutes:.0f} min, p90 {result.take_p90_minutes:.0f} min")
+    else:
+        print("time to take: none taken")
+    print("reasons: " + (", ".join(f"{reason} {n}" for reason, n in sorted(result.by_reason.items(), key=lambda kv: -kv[1])) or "-"))
+    print("per manager:           takes  skips  replies  resolved  returned")
+    for row in result.managers:
+        print(f"  {row.name[:20]:<20} {row.takes:>5}  {row.skips:>5}  {row.replies:>7}  {row.resolves:>8}  {row.returns:>8}")
     return 0
 
 
@@ -276,6 +394,25 @@ def build_parser() -> argparse.ArgumentParser:
     show = client.add_parser("show", help="show one client")
     show.add_argument("--slug", required=True)
     show.set_defaults(func=cmd_client_show)
+    policy = client.add_parser("policy", help="the business's rules for the bot (not knowledge)").add_subparsers(
+        dest="policy_action", required=True
+    )
+    policy_set = policy.add_parser("set", help="load the rules from a file (Markdown or text)")
+    policy_set.add_argument("--slug", required=True)
+    policy_set.add_argument("file")
+    policy_set.set_defaults(func=cmd_policy_set)
+    for name, func, help_ in (("show", cmd_policy_show, "what the bot understood"), ("clear", cmd_policy_clear, "remove the rules")):
+        sub_ = policy.add_parser(name, help=help_)
+        sub_.add_argument("--slug", required=True)
+        sub_.set_defaults(func=func)
+    hrs = client.add_parser("hours", help="show or set business hours, holidays and time zone")
+    hrs.add_argument("--slug", required=True)
+    hrs.add_argument("--day", action="append", metavar="DAYS=HOURS", help="e.g. mon-fri=10:00-20:00, sat=11:00-17:00, sun=off")
+    hrs.add_argument("--holiday", action="append", type=date.fromisoformat, metavar="YYYY-MM-DD")
+    hrs.add_argument("--no-holiday", action="append", type=date.fromisoformat, metavar="YYYY-MM-DD")
+    hrs.add_argument("--timezone", help="IANA name, default Asia/Almaty")
+    hrs.add_argument("--always-open", action="store_true", help="forget the weekly schedule: open around the clock")
+    hrs.set_defaults(func=cmd_hours)
 
     db = sub.add_parser("db", help="database set-up").add_subparsers(dest="action", required=True)
     db.add_parser("init", help="create the database if missing and apply migrations").set_defaults(func=cmd_db_init)
@@ -308,6 +445,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--timeout", type=float, default=60.0)
     sim.add_argument("text")
     sim.set_defaults(func=cmd_simulate)
+    rep = sub.add_parser("report", help="reports").add_subparsers(dest="report", required=True)
+    rep_handovers = rep.add_parser("handovers", help="handovers by outcome, time to take, takes and skips per manager")
+    rep_handovers.add_argument("--client", required=True)
+    rep_handovers.add_argument("--days", type=int, default=7)
+    rep_handovers.add_argument("--json", action="store_true")
+    rep_handovers.set_defaults(func=cmd_report_handovers)
     add_kb_commands(sub)
     return parser
 

@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     media_read_timeout_seconds: float = 15.0
     # Ceiling on one whole download (a server trickling bytes would otherwise hold a worker thread)
     media_download_timeout_seconds: float = 60.0
+    # Managers' files for WhatsApp: the gateway downloads them from PUBLIC_BASE_URL/media/<token> (this
+    # service, reachable from outside); kept in MEDIA_STORE_PATH for MEDIA_TOKEN_HOURS, then removed.
+    # Unset PUBLIC_BASE_URL: files are not sent, and the manager is told so.
+    public_base_url: str | None = None
+    media_store_path: Path = Path("./data/media")
+    media_token_hours: float = 24.0
 
     # Qdrant: embedded on QDRANT_PATH unless QDRANT_URL or QDRANT_HOST names a server
     qdrant_url: str | None = None
@@ -122,7 +128,16 @@ class Settings(BaseSettings):
     outbox_max_attempts: int = 6
     maintenance_interval_seconds: float = 15.0
 
-    @field_validator("openai_base_url", "chatflow_url", "qdrant_url", "qdrant_host", "alert_chat_id", "chatflow_instance_id", mode="before")
+    @field_validator(
+        "openai_base_url",
+        "chatflow_url",
+        "qdrant_url",
+        "qdrant_host",
+        "alert_chat_id",
+        "chatflow_instance_id",
+        "public_base_url",
+        mode="before",
+    )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -16,7 +16,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from app import bootstrap
 from app.config import settings
 from app.middleware import BodySizeLimit, WebhookBacklog
-from app.routers import admin, debug, health, metrics, telegram_webhook, webhook
+from app.routers import admin, debug, health, media, metrics, telegram_webhook, webhook
 from app.services.knowledge import qdrant
 from app.utils.errors import TrufflesError
 
@@ -67,6 +67,7 @@ def create_app() -> FastAPI:
     app.include_router(debug.router)
     app.include_router(metrics.router)
     app.include_router(admin.router)
+    app.include_router(media.router)
 
     @app.exception_handler(TrufflesError)
     async def domain_error(request: Request, exc: TrufflesError) -> JSONResponse:

@@ -1,4 +1,8 @@
-"""Fake ChatFlow WhatsApp gateway: the GET send API, and a place to host media the webhook points at."""
+"""Fake ChatFlow WhatsApp gateway: the GET send API, and a place to host media the webhook points at.
+
+The media endpoints (send-image, send-audio, send-doc, send-video) download the URL they are given, as
+the real gateway does, and answer success:false when they cannot: a test that passes proves the URL
+worked from outside."""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+
+import requests
 
 from fakes.base import FakeServer, RecordedRequest, Response
 
@@ -15,6 +21,7 @@ _ENDPOINTS = {
     "send-image": ("image", "imageurl"),
     "send-audio": ("audio", "audiourl"),
     "send-doc": ("document", "docurl"),
+    "send-video": ("video", "videourl"),
 }
 _JID = re.compile(r"^\d{5,15}@s\.whatsapp\.net$")
 
@@ -23,7 +30,7 @@ _JID = re.compile(r"^\d{5,15}@s\.whatsapp\.net$")
 class SentMessage:
     """A message ChatFlow accepted for delivery."""
 
-    kind: str  # text | image | audio | document
+    kind: str  # text | image | audio | document | video
     jid: str
     text: str | None  # msg for text, caption for media
     media_url: str | None
@@ -31,6 +38,8 @@ class SentMessage:
     instance_id: str
     message_id: str
     time: float
+    media: bytes | None = None  # what the gateway downloaded from media_url
+    media_type: str | None = None
 
     @property
     def phone(self) -> str:
@@ -38,7 +47,7 @@ class SentMessage:
 
 
 class FakeChatFlow(FakeServer):
-    """`GET /api/v1/send-text|send-image|send-audio|send-doc?token=..&instance_id=..&jid=..`."""
+    """`GET /api/v1/send-text|send-image|send-audio|send-doc|send-video?token=..&instance_id=..&jid=..`."""
 
     name = "chatflow"
 
@@ -112,6 +121,15 @@ class FakeChatFlow(FakeServer):
             return Response(200, {"success": False, "message": "Invalid token"})
         if not _JID.match(q["jid"]):
             return self.error_response(400, "Invalid jid")
+        media, media_type = None, None
+        if url_param:
+            try:  # outside the lock: the service's own server answers this download
+                downloaded = requests.get(q[url_param], timeout=5)
+            except requests.RequestException as exc:
+                return Response(200, {"success": False, "message": f"Failed to download media: {type(exc).__name__}"})
+            if downloaded.status_code != 200 or not downloaded.content:
+                return Response(200, {"success": False, "message": f"Failed to download media: HTTP {downloaded.status_code}"})
+            media, media_type = downloaded.content, downloaded.headers.get("Content-Type")
         with self._lock:
             if self._refusals:
                 message, remaining = self._refusals[0]
@@ -130,6 +148,8 @@ class FakeChatFlow(FakeServer):
                 instance_id=q["instance_id"],
                 message_id="3EB0" + secrets.token_hex(8).upper(),
                 time=time.time(),
+                media=media,
+                media_type=media_type,
             )
             self._sent.append(sent)
         return Response(200, {"success": True, "message": "Message sent", "data": {"messageId": sent.message_id}})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import math
 import random
 import re
@@ -113,7 +114,12 @@ class FakeOpenAI(FakeServer):
             return self.error_response(400, "'model' and a non-empty 'messages' are required")
         if body.get("stream"):
             return self.error_response(400, "The fake does not stream")
+        schema, problem = _response_schema(body.get("response_format"))
+        if problem:
+            return self.error_response(400, problem)
         content = self._next_reply(body)
+        if schema is not None:
+            content = _structured(content, schema)
         prompt_tokens = sum(_count_tokens(_text_of(m.get("content"))) for m in messages if isinstance(m, dict))
         completion_tokens = _count_tokens(content)
         return Response(
@@ -168,6 +174,47 @@ class FakeOpenAI(FakeServer):
         return Response(
             200, {"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
         )
+
+
+def _response_schema(response_format: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """The JSON schema a json_schema response_format asks for, or the error OpenAI gives for a malformed one."""
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return None, None
+    spec = response_format.get("json_schema")
+    if not isinstance(spec, dict) or not spec.get("name") or not isinstance(spec.get("schema"), dict):
+        return None, "Missing required parameter: 'response_format.json_schema' (with 'name' and 'schema')."
+    schema = spec["schema"]
+    if spec.get("strict"):
+        properties = schema.get("properties") or {}
+        if schema.get("additionalProperties") is not False:
+            return (
+                None,
+                f"Invalid schema for response_format '{spec['name']}': 'additionalProperties' is required to be supplied and to be false.",
+            )
+        if sorted(schema.get("required") or []) != sorted(properties):
+            return None, f"Invalid schema for response_format '{spec['name']}': 'required' must list every key in 'properties'."
+    return schema, None
+
+
+def _structured(content: str, schema: dict[str, Any]) -> str:
+    """What a model held to the schema returns: a programmed JSON object as is (tests inject malformed ones
+    this way); plain text becomes the first free-text field, enums their first value."""
+    try:
+        if isinstance(json.loads(content), dict):
+            return content
+    except ValueError:
+        pass
+    out: dict[str, Any] = {}
+    text_used = False
+    for name, prop in (schema.get("properties") or {}).items():
+        if isinstance(prop, dict) and prop.get("enum"):
+            out[name] = prop["enum"][0]
+        elif isinstance(prop, dict) and prop.get("type") == "string":
+            out[name] = "" if text_used else content
+            text_used = True
+        else:
+            out[name] = None
+    return json.dumps(out, ensure_ascii=False)
 
 
 def embed_text(text: str, dim: int = 1536) -> list[float]:

@@ -21,6 +21,7 @@ THREAD_NOT_FOUND = "Bad Request: message thread not found"
 KICKED = "Forbidden: bot was kicked from the supergroup chat"
 TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
+DOWNLOAD_LIMIT = 20 * 1024 * 1024  # a bot may download files up to 20 MB
 # method -> (message kind, the parameter carrying the file)
 _MEDIA_METHODS = {
     "senddocument": ("document", "document"),
@@ -134,9 +135,11 @@ class FakeTelegram(FakeServer):
         self._chats: dict[int | str, _Chat] = {}
         self._callback_answers: list[dict[str, Any]] = []
         self._webhook: dict[str, Any] = {"url": "", "secret_token": None, "allowed_updates": None}
+        self._files: dict[str, tuple[str, bytes, int]] = {}  # file_id -> (file_path, bytes, size Telegram reports)
         self._methods = {name[3:]: getattr(self, name) for name in dir(self) if name.startswith("_m_")}
 
     def reset_state(self) -> None:
+        self._files.clear()
         self._chats.clear()
         self._callback_answers.clear()
         self._webhook = {"url": "", "secret_token": None, "allowed_updates": None}
@@ -170,6 +173,30 @@ class FakeTelegram(FakeServer):
         """Delete a topic as if a manager had (sends into it then fail with "message thread not found")."""
         with self._lock:
             self._drop_topic(self._chat(chat_id), thread_id)
+
+    def add_file(
+        self, kind: str, data: bytes, *, mime_type: str | None = None, file_name: str | None = None, size: int | None = None
+    ) -> Any:
+        """A file as if a user had sent it: the File object(s) to put in an update (a photo: a list of sizes).
+        `size` overrides the reported file_size (a file over the 20 MB a bot may download, without the bytes)."""
+        unique = secrets.token_hex(6)
+        file_id = f"AgAC{kind[:2]}{unique}"
+        folder = {"photo": "photos", "voice": "voice", "video": "videos", "video_note": "video_notes", "audio": "music"}.get(
+            kind, "documents"
+        )
+        path = f"{folder}/file_{len(self._files)}{_suffix(mime_type, file_name)}"
+        with self._lock:
+            self._files[file_id] = (path, data, size if size is not None else len(data))
+        base: dict[str, Any] = {"file_id": file_id, "file_unique_id": unique, "file_size": size if size is not None else len(data)}
+        if kind == "photo":
+            return [{**base, "file_id": f"{file_id}s", "file_size": 100, "width": 90, "height": 90}, {**base, "width": 1280, "height": 960}]
+        if mime_type:
+            base["mime_type"] = mime_type
+        if file_name:
+            base["file_name"] = file_name
+        if kind in ("voice", "audio", "video", "video_note"):
+            base["duration"] = 3
+        return base
 
     # --- inspection --------------------------------------------------------------------------------------
     def topics(self, chat_id: int | str) -> list[TgTopic]:
@@ -215,6 +242,9 @@ class FakeTelegram(FakeServer):
         return Response(status, {"ok": False, "error_code": status, "description": description})
 
     def handle(self, request: RecordedRequest) -> Response:
+        download = re.fullmatch(r"/file/bot([^/]+)/(.+)", request.path)
+        if download:
+            return self._download(*download.groups())
         match = re.fullmatch(r"/bot([^/]+)/(\w+)", request.path)
         if not match:
             return self.error_response(404, "Not Found")
@@ -236,6 +266,16 @@ class FakeTelegram(FakeServer):
         if isinstance(result, tuple):  # (result, description)
             return Response(200, {"ok": True, "result": result[0], "description": result[1]})
         return Response(200, {"ok": True, "result": result})
+
+    def _download(self, token: str, path: str) -> Response:
+        """GET /file/bot<token>/<file_path>: the bytes of a file getFile described."""
+        if self.token is not None and token != self.token:
+            return self.error_response(401, "Unauthorized")
+        with self._lock:
+            found = next((data for file_path, data, _ in self._files.values() if file_path == path), None)
+        if found is None:
+            return self.error_response(404, "Not Found")
+        return Response(200, found, {"Content-Type": "application/octet-stream"})
 
     # --- state helpers (called with the lock held) --------------------------------------------------------
     def _chat(self, chat_id: Any) -> _Chat:
@@ -314,6 +354,18 @@ class FakeTelegram(FakeServer):
     # --- methods (params, files) -> result --------------------------------------------------------------
     def _m_getme(self, p: dict[str, Any], files: dict[str, UploadedFile]) -> Any:
         return {**self.bot_user, "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False}
+
+    def _m_getfile(self, p: dict[str, Any], files: dict[str, UploadedFile]) -> Any:
+        file_id = str(p.get("file_id") or "")
+        known = self._files.get(file_id) or self._files.get(file_id.removesuffix("s"))
+        if known is None:
+            raise TelegramError(400, "Bad Request: invalid file_id")
+        path, data, size = known
+        if file_id.endswith("s") and file_id.removesuffix("s") in self._files:
+            data = data[:100]  # the small size of a photo
+        if size > DOWNLOAD_LIMIT:
+            raise TelegramError(400, "Bad Request: file is too big")
+        return {"file_id": file_id, "file_unique_id": file_id[-12:], "file_size": size, "file_path": path}
 
     def _m_getchat(self, p: dict[str, Any], files: dict[str, UploadedFile]) -> Any:
         chat = self._chat_for(p)
@@ -583,6 +635,19 @@ def make_message_update(
     return {"update_id": update_id, "message": message}
 
 
+def make_file_update(
+    update_id: int, chat_id: int, thread_id: int, from_user: dict[str, Any] | int, kind: str, file: Any, *, caption: str | None = None
+) -> dict[str, Any]:
+    """An Update with a manager's file (FakeTelegram.add_file) in a forum topic, with or without a caption."""
+    update = make_message_update(update_id, chat_id, thread_id, from_user, "")
+    message = update["message"]
+    del message["text"]
+    message[kind] = file
+    if caption:
+        message["caption"] = caption
+    return update
+
+
 def make_callback_update(
     update_id: int,
     chat_id: int,
@@ -711,6 +776,12 @@ def _check_markup(markup: Any) -> dict[str, Any] | None:
                 400, "Bad Request: can't parse inline keyboard button: InlineKeyboardButton must have exactly one optional field"
             )
     return markup
+
+
+def _suffix(mime_type: str | None, file_name: str | None) -> str:
+    if file_name and "." in file_name:
+        return "." + file_name.rsplit(".", 1)[1]
+    return {"image/jpeg": ".jpg", "audio/ogg": ".oga", "video/mp4": ".mp4", "application/pdf": ".pdf"}.get(mime_type or "", ".jpg")
 
 
 def _file_object(kind: str, upload: UploadedFile | None) -> Any:

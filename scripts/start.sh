@@ -20,6 +20,8 @@ if [ -z "$configured" ]; then
   export TELEGRAM_API_URL=http://127.0.0.1:18003
   export ELEVENLABS_BASE_URL=http://127.0.0.1:18004
   export MEDIA_ALLOWED_HOSTS=127.0.0.1
+  # The fake gateway downloads managers' files from this service, on this machine
+  export PUBLIC_BASE_URL=${PUBLIC_BASE_URL:-http://127.0.0.1:$PORT}
   $PY -m app.cli demo --chatflow-token demo-local-fake
 else
   $PY -m app.cli demo

@@ -155,7 +155,7 @@ def test_faults_for_the_next_n_requests_then_normal(chatflow: FakeChatFlow, http
 
 def test_fault_always_until_cleared_and_only_on_matching_paths(chatflow: FakeChatFlow, http: requests.Session) -> None:
     chatflow.fail(500, times=None, path="/send-image")
-    image = {"token": "t", "instance_id": "i", "jid": f"{PHONE}@s.whatsapp.net", "imageurl": "https://x/y.jpg"}
+    image = {"token": "t", "instance_id": "i", "jid": f"{PHONE}@s.whatsapp.net", "imageurl": chatflow.host_media("y.jpg", b"jpg")}
 
     assert [http.get(chatflow.url + "/api/v1/send-image", params=image, timeout=5).status_code for _ in range(3)] == [500] * 3
     assert _send_text(http, chatflow, "текст идёт").status_code == 200
@@ -253,6 +253,20 @@ def test_openai_json_mode_request_is_recorded_and_reply_parses(llm: openai.OpenA
     assert fake_openai.chat_requests()[-1]["response_format"] == {"type": "json_object"}
 
 
+def test_openai_structured_output_follows_the_json_schema_and_a_bad_schema_is_refused(llm: openai.OpenAI, fake_openai: FakeOpenAI) -> None:
+    from app.services.conversation.assistant import ANSWER_SCHEMA
+
+    structured = {"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": ANSWER_SCHEMA}}
+    fake_openai.set_reply("Маникюр стоит 8 000 тг.")
+    assert json.loads(_chat(llm, response_format=structured)) == {"reply": "Маникюр стоит 8 000 тг.", "handoff": "none", "reason": ""}
+    fake_openai.set_reply('{"reply": "…", "handoff": "sensitive", "reason": "оплата"}')  # a judgement, as programmed
+    assert json.loads(_chat(llm, response_format=structured))["handoff"] == "sensitive"
+
+    loose = {**ANSWER_SCHEMA, "additionalProperties": True}
+    with pytest.raises(openai.BadRequestError, match="additionalProperties"):
+        _chat(llm, response_format={"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": loose}})
+
+
 def test_openai_errors_surface_as_the_sdk_exceptions(llm: openai.OpenAI, fake_openai: FakeOpenAI) -> None:
     fake_openai.rate_limit(retry_after=7)
     with pytest.raises(openai.RateLimitError) as rate_limited:
@@ -321,18 +335,24 @@ def test_chatflow_send_text_answers_like_the_gateway(chatflow: FakeChatFlow, htt
     assert chatflow.sent_texts(f"{PHONE}@s.whatsapp.net") == ["Здравствуйте! Запись на 15:00 & до встречи"]
 
 
-def test_chatflow_media_endpoints(chatflow: FakeChatFlow, http: requests.Session) -> None:
+def test_chatflow_media_endpoints_download_the_url_they_are_given(chatflow: FakeChatFlow, http: requests.Session) -> None:
     base = {"token": "t", "instance_id": "i", "jid": f"{PHONE}@s.whatsapp.net"}
-    for endpoint, param in (("send-image", "imageurl"), ("send-audio", "audiourl"), ("send-doc", "docurl")):
-        reply = http.get(f"{chatflow.url}/api/v1/{endpoint}", params={**base, param: f"https://cdn/{param}", "caption": "прайс"}, timeout=5)
+    endpoints = (("send-image", "imageurl"), ("send-audio", "audiourl"), ("send-doc", "docurl"), ("send-video", "videourl"))
+    for endpoint, param in endpoints:
+        url = chatflow.host_media(param, param.encode(), "application/octet-stream")
+        reply = http.get(f"{chatflow.url}/api/v1/{endpoint}", params={**base, param: url, "caption": "прайс"}, timeout=5)
         assert reply.json()["success"] is True
 
-    assert [(m.kind, m.media_url, m.text) for m in chatflow.sent(PHONE)] == [
-        ("image", "https://cdn/imageurl", "прайс"),
-        ("audio", "https://cdn/audiourl", "прайс"),
-        ("document", "https://cdn/docurl", "прайс"),
+    assert [(m.kind, m.media, m.text) for m in chatflow.sent(PHONE)] == [
+        ("image", b"imageurl", "прайс"),
+        ("audio", b"audiourl", "прайс"),
+        ("document", b"docurl", "прайс"),
+        ("video", b"videourl", "прайс"),
     ]
     assert chatflow.sent_texts() == []
+    gone = http.get(f"{chatflow.url}/api/v1/send-image", params={**base, "imageurl": f"{chatflow.url}/media/nothing"}, timeout=5).json()
+    assert gone == {"success": False, "message": "Failed to download media: HTTP 404"}
+    assert len(chatflow.sent(PHONE)) == 4
 
 
 def test_chatflow_refusal_and_invalid_token_are_200_with_success_false(chatflow: FakeChatFlow, http: requests.Session) -> None:
@@ -602,3 +622,16 @@ def test_elevenlabs_shows_the_sdk_retry_dropping_form_fields(stt: FakeElevenLabs
 
     assert stt.received_model_ids() == ["scribe_v1", None]
     assert [r.status for r in stt.requests] == [500, 422]
+
+
+def test_telegram_get_file_and_download_like_the_real_api(bot: _Bot, telegram: FakeTelegram) -> None:
+    doc = telegram.add_file("document", b"%PDF-1.4 price list", mime_type="application/pdf", file_name="prices.pdf")
+    info = bot("getFile", file_id=doc["file_id"])["result"]
+    assert info["file_size"] == len(b"%PDF-1.4 price list") and info["file_path"].endswith(".pdf")
+    assert bot.session.get(f"{telegram.url}/file/bot123:ABC/{info['file_path']}", timeout=5).content == b"%PDF-1.4 price list"
+    assert bot.session.get(f"{telegram.url}/file/botWRONG/{info['file_path']}", timeout=5).status_code == 401
+    assert bot("getFile", file_id="nope") == {"ok": False, "error_code": 400, "description": "Bad Request: invalid file_id"}
+    huge = telegram.add_file("video", b"", size=21 * 1024 * 1024)
+    assert bot("getFile", file_id=huge["file_id"])["description"] == "Bad Request: file is too big"
+    photo = telegram.add_file("photo", b"\xff\xd8 jpeg")
+    assert len(photo) == 2 and photo[1]["width"] == 1280  # sizes, the largest last

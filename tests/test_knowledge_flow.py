@@ -1,5 +1,6 @@
 """Answers grounded in each client's own knowledge, never another client's, honest when nothing matches."""
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from sqlalchemy import select
 from app.config import settings
 from app.db import session_scope
 from app.models import Handover
+from app.services import replies
 from app.services.knowledge import kb, qdrant
 from app.services.replies import FALLBACK_RESPONSES
 from tests.helpers import chatflow_payload, wait_until
@@ -61,7 +63,9 @@ def test_one_clients_knowledge_never_reaches_another_clients_customers(api, salo
     assert "ZETA-42" not in prompt and "12000" not in prompt
 
 
-def test_question_without_relevant_knowledge_is_answered_honestly_and_escalated(api, salon, llm, chatflow):
+def test_question_without_relevant_knowledge_is_answered_honestly_and_escalated_when_the_client_says_so(api, make_client, llm, chatflow):
+    client = make_client("salon", settings={"no_knowledge_policy": "escalate"})
+    kb.ingest_text(client_id=str(client.id), source="salon.md", text=SALON_KB, kind="markdown")
     api.post("/webhook/salon", json=chatflow_payload("Вы делаете ремонт автомобилей?"))
     assert wait_until(lambda: chatflow.sent_texts()) == [FALLBACK_RESPONSES["no_knowledge"]]
     assert llm.chat_requests() == []
@@ -69,13 +73,30 @@ def test_question_without_relevant_knowledge_is_answered_honestly_and_escalated(
         assert session.scalar(select(Handover.reason)) == "no_knowledge"
 
 
-def test_no_knowledge_without_escalation_when_the_client_says_so(api, make_client, llm, chatflow):
-    client = make_client("salon", settings={"escalate_on_no_knowledge": False})
-    kb.ingest_text(client_id=str(client.id), source="salon.md", text=SALON_KB, kind="markdown")
-    api.post("/webhook/salon", json=chatflow_payload("Вы делаете ремонт автомобилей?"))
-    assert wait_until(lambda: chatflow.sent_texts()) == [FALLBACK_RESPONSES["no_knowledge"]]
+def _asks(api, chatflow, text: str, replies_before: int) -> str:
+    api.post("/webhook/salon", json=chatflow_payload(text))
+    return str(wait_until(lambda: len(chatflow.sent_texts()) > replies_before and chatflow.sent_texts())[-1])
+
+
+def _handover_reason() -> str | None:
     with session_scope() as session:
-        assert session.scalar(select(Handover.id)) is None
+        return session.scalar(select(Handover.reason))
+
+
+@pytest.mark.parametrize(("answer", "escalates"), [("Да, давайте", True), ("иә", True), ("нет, спасибо", False)])
+def test_without_knowledge_the_bot_asks_once_then_offers_a_manager_and_the_customer_decides(api, salon, llm, chatflow, answer, escalates):
+    # The model, asked about the clarification (not a question, so the model reads it), finds nothing either.
+    llm.set_reply(json.dumps({"reply": "Не знаю.", "handoff": "no_knowledge", "reason": "нет в материалах"}))
+    assert _asks(api, chatflow, "Вы делаете ремонт автомобилей?", 0) == replies.CLARIFY
+    assert _asks(api, chatflow, "Ну ремонт двигателя, замену масла", 1) == replies.OFFER_MANAGER
+    assert _handover_reason() is None  # nobody was called unasked
+    if escalates:
+        assert _asks(api, chatflow, answer, 2) == replies.HANDOVER_ACK
+        assert _handover_reason() == "no_knowledge"
+    else:
+        assert _asks(api, chatflow, answer, 2) == replies.OFFER_DECLINED
+        assert _handover_reason() is None
+    assert len(llm.chat_requests()) == 1  # the first question had nothing relevant: the model was not asked to make it up
 
 
 def test_without_a_language_model_a_confident_passage_is_the_answer(api, salon, chatflow):
@@ -84,7 +105,7 @@ def test_without_a_language_model_a_confident_passage_is_the_answer(api, salon, 
     assert "с 10:00 до 21:00" in answer and not answer.startswith("Режим работы")
 
     api.post("/webhook/salon", json=chatflow_payload("Сколько стоит ремонт телевизора?", phone="77010000042"))
-    assert wait_until(lambda: chatflow.sent_texts("77010000042")) == [FALLBACK_RESPONSES["no_knowledge"]]
+    assert wait_until(lambda: chatflow.sent_texts("77010000042")) == [replies.CLARIFY]
 
 
 @pytest.fixture

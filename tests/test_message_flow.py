@@ -21,7 +21,7 @@ from app.models import (
     User,
 )
 from app.services.conversation import inbound, scheduling, turn
-from app.services.replies import FALLBACK_RESPONSES, GREETING
+from app.services.replies import CLARIFY, FALLBACK_RESPONSES, GREETING
 from tests.helpers import chatflow_payload, wait_until
 
 
@@ -234,11 +234,11 @@ def test_openai_down_gives_fallback_and_ai_error_handover(api, llm, chatflow, ma
 
 
 def test_without_openai_key_the_bot_still_answers(api, chatflow, make_client):
-    make_client("salon", settings={"escalate_on_no_knowledge": False})
+    make_client("salon")
     api.post("/webhook/salon", json=chatflow_payload("Привет", phone="77010000031"))
     api.post("/webhook/salon", json=chatflow_payload("Сколько стоит стрижка?", phone="77010000032"))
     assert wait_until(lambda: chatflow.sent_texts("77010000031")) == [GREETING]
-    assert wait_until(lambda: chatflow.sent_texts("77010000032")) == [FALLBACK_RESPONSES["no_knowledge"]]
+    assert wait_until(lambda: chatflow.sent_texts("77010000032")) == [CLARIFY]  # nothing known: it asks first
 
 
 def test_chatflow_success_false_is_retried_then_marked_failed(api, llm, chatflow, make_client, monkeypatch):

@@ -5,7 +5,16 @@ from app.models.branch import Branch
 from app.models.client import Client
 from app.models.company import Company
 from app.models.conversation import BotStatus, Conversation, ConversationState
-from app.models.handover import OPEN_HANDOVER_STATUSES, Handover, HandoverAction, HandoverEvent, HandoverReason, HandoverStatus
+from app.models.handover import (
+    OPEN_HANDOVER_STATUSES,
+    Handover,
+    HandoverAction,
+    HandoverEvent,
+    HandoverOutcome,
+    HandoverReason,
+    HandoverStatus,
+)
+from app.models.media_file import MediaFile
 from app.models.message import Message, MessageRole, MessageStatus, MessageType
 from app.models.outbox import OutboxChannel, OutboxItem, OutboxKind, OutboxStatus
 from app.models.telegram_update import TelegramUpdate
@@ -23,8 +32,10 @@ __all__ = [
     "Handover",
     "HandoverAction",
     "HandoverEvent",
+    "HandoverOutcome",
     "HandoverReason",
     "HandoverStatus",
+    "MediaFile",
     "Message",
     "MessageRole",
     "MessageStatus",

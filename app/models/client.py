@@ -20,6 +20,9 @@ class Client(Base):
     slug: Mapped[str] = mapped_column(String(63), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     prompt: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # The business's rules for the bot (`client policy set`): instructions and topics for a person, never
+    # knowledge to quote to a customer
+    policy: Mapped[str] = mapped_column(Text, default="", server_default="")
     chatflow_token: Mapped[str | None] = mapped_column(String(200))
     chatflow_instance_id: Mapped[str | None] = mapped_column(String(200))
     telegram_chat_id: Mapped[int | None] = mapped_column(BigInteger)

@@ -22,6 +22,16 @@ class HandoverStatus(StrEnum):
 OPEN_HANDOVER_STATUSES = (HandoverStatus.PENDING, HandoverStatus.ACTIVE)
 
 
+class HandoverOutcome(StrEnum):
+    """How a handover ended (handovers.outcome, set when it closes): what the report counts."""
+
+    RESOLVED = "resolved"  # a manager pressed "Решено"
+    RETURNED = "returned"  # a manager gave the conversation back to the bot
+    CANCELLED = "cancelled"  # the customer withdrew the request while waiting
+    UNTAKEN = "untaken"  # auto-closed: nobody took it
+    SILENT = "silent"  # auto-closed: taken, then nobody wrote for active_auto_close_minutes
+
+
 class HandoverReason(StrEnum):
     """Why a handover was opened (handovers.reason; also the actor of its `created` event)."""
 
@@ -31,6 +41,7 @@ class HandoverReason(StrEnum):
     NO_KNOWLEDGE = "no_knowledge"
     MEDIA = "media"
     MANAGER_INITIATED = "manager_initiated"
+    SENSITIVE = "sensitive"  # a topic the client wants a person for (payment, contraindications, ...)
 
 
 class HandoverAction(StrEnum):
@@ -46,6 +57,9 @@ class HandoverAction(StrEnum):
     REMINDER_1 = "reminder_1"
     REMINDER_2 = "reminder_2"
     TIMEOUT = "timeout"
+    ACTIVE_REMINDER = "active_reminder"  # the assignee reminded of an unanswered customer
+    ACTIVE_URGENT = "active_urgent"
+    AUTO_CLOSED = "auto_closed"  # a taken handover closed after silence on both sides
 
 
 class Handover(Base):
@@ -54,6 +68,7 @@ class Handover(Base):
     __tablename__ = "handovers"
     __table_args__ = (
         CheckConstraint(check_in("status", HandoverStatus), name="status"),
+        CheckConstraint(check_in("outcome", HandoverOutcome), name="outcome"),
         # At most one open handover per conversation, whatever races happen above.
         Index(
             "uq_handovers_open_per_conversation", "conversation_id", unique=True, postgresql_where=text("status IN ('pending', 'active')")
@@ -66,6 +81,8 @@ class Handover(Base):
     conversation_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("conversations.id", ondelete="CASCADE"))
     status: Mapped[HandoverStatus] = mapped_column(EnumText(HandoverStatus, 16), default=HandoverStatus.PENDING, server_default="pending")
     reason: Mapped[str] = mapped_column(String(32))
+    reason_detail: Mapped[str | None] = mapped_column(String(200))  # e.g. the sensitive topic, the model's reason
+    outcome: Mapped[HandoverOutcome | None] = mapped_column(EnumText(HandoverOutcome, 16))
     assigned_to: Mapped[str | None] = mapped_column(String(200))
     assigned_to_id: Mapped[int | None] = mapped_column(BigInteger)
     telegram_message_id: Mapped[int | None] = mapped_column(BigInteger)
@@ -74,6 +91,14 @@ class Handover(Base):
     last_activity_at: Mapped[datetime] = now_column()
     taken_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The clocks (handover/reminders.py) read these; each notice records when it went, so a restart
+    # between two checks neither loses nor repeats one.
+    last_customer_message_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_manager_reply_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    active_reminder_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    active_urgent_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The last notice the waiting customer got (the acknowledgement, then "a manager will answer soon")
+    customer_notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class HandoverEvent(Base):

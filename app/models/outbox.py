@@ -28,6 +28,7 @@ class OutboxKind(StrEnum):
 
     TEXT = "text"  # WhatsApp text to the customer
     MANAGER_TEXT = "manager_text"  # a manager's reply to the customer, confirmed in the Telegram topic
+    MANAGER_MEDIA = "manager_media"  # a manager's file to the customer (fetched from Telegram, served to the gateway)
     TOPIC_TEXT = "topic_text"  # a message into the customer's Telegram topic
     TOPIC_MEDIA = "topic_media"  # the customer's file into the topic
     CARD = "card"  # the handover card in the topic, rendered from the handover's state

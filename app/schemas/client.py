@@ -1,6 +1,23 @@
 """Per-client settings kept in clients.settings (JSONB), with the defaults every client starts from."""
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+import zoneinfo
+from datetime import date
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_INTERVAL = re.compile(r"^([01]?\d|2[0-4]):([0-5]\d)-([01]?\d|2[0-4]):([0-5]\d)$")
+# The sensitive topics every client starts with (services/conversation/sensitive.py holds their words).
+DEFAULT_SENSITIVE_TOPICS = ("medical", "payment", "refund", "appointment_change", "legal", "complaint")
+
+
+class NoKnowledgePolicy(StrEnum):
+    """What the bot does when the knowledge base has nothing for a question."""
+
+    ESCALATE = "escalate"  # call a manager at once
+    CLARIFY_THEN_OFFER = "clarify_then_offer"  # ask one clarifying question, then offer a manager (yes/no)
 
 
 class ClientSettings(BaseModel):
@@ -10,11 +27,64 @@ class ClientSettings(BaseModel):
     buffer_max_wait_seconds: float | None = Field(default=None, ge=0, le=300)
     mute_minutes_first: int = Field(default=30, ge=1)
     mute_minutes_repeat: int = Field(default=24 * 60, ge=1)
+    # A pending handover (nobody took it), in working minutes since it opened
     reminder_minutes: int = Field(default=30, ge=1)
     urgent_reminder_minutes: int = Field(default=60, ge=1)
     auto_close_minutes: int = Field(default=120, ge=1)
+    # A taken handover: the customer's last message unanswered this long (working minutes) reminds the
+    # assignee, then tags the owner; this long without a message from either side gives the bot back
+    active_reminder_minutes: int = Field(default=30, ge=1)
+    active_urgent_minutes: int = Field(default=60, ge=1)
+    active_auto_close_minutes: int = Field(default=720, ge=1)
+    # While nobody has answered yet, a customer who writes again hears this at most once per this many minutes
+    waiting_notice_minutes: int = Field(default=10, ge=1)
+    waiting_notice_text: str = Field(default="Менеджер скоро ответит.", min_length=1, max_length=500)
     escalation_cooldown_minutes: int = Field(default=10, ge=0)
-    escalate_on_no_knowledge: bool = True
+    no_knowledge_policy: NoKnowledgePolicy = NoKnowledgePolicy.CLARIFY_THEN_OFFER
+    sensitive_topics: list[str] = Field(default_factory=lambda: list(DEFAULT_SENSITIVE_TOPICS))
+    sensitive_keywords: list[str] = Field(default_factory=list, description="extra words or stems (ending in *) that call a manager")
     announce_manager: bool = False
     owner_username: str | None = None
     staff_mute_minutes: int = Field(default=60, ge=1)
+    # Business hours: {"mon": ["10:00-20:00"], ...}; a day not listed is a day off; empty = always open
+    timezone: str = "Asia/Almaty"
+    hours: dict[str, list[str]] = Field(default_factory=dict)
+    holidays: list[date] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone '{value}' (e.g. Asia/Almaty)") from exc
+        return value
+
+    @field_validator("hours")
+    @classmethod
+    def _valid_hours(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for day, intervals in value.items():
+            if day not in WEEKDAYS:
+                raise ValueError(f"unknown day '{day}': use {', '.join(WEEKDAYS)}")
+            for interval in intervals:
+                match = _INTERVAL.match(interval)
+                if match is None or match.group(1, 2) == match.group(3, 4):
+                    raise ValueError(f"'{interval}' is not an interval like 10:00-20:00")
+        return value
+
+    @field_validator("sensitive_topics")
+    @classmethod
+    def _known_topics(cls, value: list[str]) -> list[str]:
+        unknown = [topic for topic in value if topic not in DEFAULT_SENSITIVE_TOPICS]
+        if unknown:
+            raise ValueError(f"unknown sensitive topic(s) {', '.join(unknown)}: use {', '.join(DEFAULT_SENSITIVE_TOPICS)}")
+        return value
+
+
+def interval_minutes(interval: str) -> tuple[int, int]:
+    """'10:00-20:00' as minutes from midnight (600, 1200); an end before the start runs past midnight."""
+    match = _INTERVAL.match(interval)
+    if match is None:
+        raise ValueError(f"'{interval}' is not an interval like 10:00-20:00")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    return min(h1 * 60 + m1, 1440), min(h2 * 60 + m2, 1440)

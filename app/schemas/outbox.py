@@ -34,6 +34,23 @@ class ManagerText(WhatsAppText):
     telegram_message_id: int
 
 
+class ManagerMedia(OutboxPayload):
+    """A manager's file (photo, document, voice note, audio, video) from Telegram to the customer, confirmed
+    in the topic like a text reply."""
+
+    channel: ClassVar[OutboxChannel] = OutboxChannel.WHATSAPP
+    kind: ClassVar[OutboxKind] = OutboxKind.MANAGER_MEDIA
+
+    phone: str
+    telegram_message_id: int
+    telegram_kind: str  # photo | document | voice | audio | video | video_note | animation
+    file_id: str
+    file_size: int | None = None
+    mime_type: str | None = None
+    filename: str | None = None
+    caption: str | None = None
+
+
 class TopicText(OutboxPayload):
     """A message into the customer's Telegram topic (HTML)."""
 
@@ -63,5 +80,5 @@ class Card(OutboxPayload):
 
 
 PAYLOAD_TYPES: dict[str, type[OutboxPayload]] = {  # by OutboxKind
-    payload.kind: payload for payload in (WhatsAppText, ManagerText, TopicText, TopicMedia, Card)
+    payload.kind: payload for payload in (WhatsAppText, ManagerText, ManagerMedia, TopicText, TopicMedia, Card)
 }

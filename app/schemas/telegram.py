@@ -29,6 +29,23 @@ class TgChat(BaseModel):
     type: str = ""
 
 
+class TgFile(BaseModel):
+    """A photo size, document, voice note, audio, video, sticker... as far as sending it on goes."""
+
+    model_config = ConfigDict(extra="allow")
+
+    file_id: str
+    file_size: int | None = None
+    mime_type: str | None = None
+    file_name: str | None = None
+
+
+# What a manager may send in a topic and its file; the first present wins (a photo is a list of sizes).
+FILE_KINDS = ("photo", "document", "voice", "audio", "video", "video_note", "animation", "sticker")
+# Kinds nothing can be sent on for (a location, a poll, ...): the manager is told.
+OTHER_KINDS = ("location", "venue", "contact", "poll", "dice", "game", "story")
+
+
 class TgMessage(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
@@ -39,6 +56,31 @@ class TgMessage(BaseModel):
     is_topic_message: bool = False
     text: str | None = None
     caption: str | None = None
+    photo: list[TgFile] | None = None
+    document: TgFile | None = None
+    voice: TgFile | None = None
+    audio: TgFile | None = None
+    video: TgFile | None = None
+    video_note: TgFile | None = None
+    animation: TgFile | None = None
+    sticker: TgFile | None = None
+
+    @property
+    def file(self) -> tuple[str, TgFile] | None:
+        """(kind, file) of the message's attachment; a photo's largest size."""
+        for kind in FILE_KINDS:
+            value = getattr(self, kind)
+            if isinstance(value, list):
+                if value:
+                    return kind, max(value, key=lambda size: size.file_size or 0)
+            elif value is not None:
+                return kind, value
+        return None
+
+    @property
+    def other_kind(self) -> str | None:
+        """A kind of message that carries neither text nor a file (a location, a poll, ...)."""
+        return next((kind for kind in OTHER_KINDS if (self.model_extra or {}).get(kind) is not None), None)
 
 
 class TgCallbackQuery(BaseModel):

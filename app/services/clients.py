@@ -115,6 +115,7 @@ def new_webhook_secret() -> str:
 _COLUMNS = {
     "name",
     "prompt",
+    "policy",
     "chatflow_token",
     "chatflow_instance_id",
     "telegram_chat_id",

@@ -208,6 +208,42 @@ def send_file(
     return int(result["message_id"])
 
 
+FILE_LIMIT_BYTES = 20 * 1024 * 1024  # what a bot may download
+
+
+class FileTooBig(TelegramError):
+    """Telegram will not hand a bot a file over 20 MB."""
+
+
+def download_file(bot: Bot, *, file_id: str, max_bytes: int = FILE_LIMIT_BYTES) -> bytes:
+    """A file sent to the chat (getFile, then its bytes). The download URL carries the bot token: it is never
+    logged, returned or handed on."""
+    try:
+        info = call(bot, "getFile", {"file_id": file_id})
+    except TelegramError as exc:
+        if "too big" in exc.message.lower():
+            raise FileTooBig(exc.message, code=exc.error_code, retryable=False) from None
+        raise
+    if int(info.get("file_size") or 0) > max_bytes:
+        raise FileTooBig("getFile: file is too big", retryable=False)
+    url = f"{settings.telegram_api_url.rstrip('/')}/file/bot{bot.token}/{info['file_path']}"
+    try:
+        with _session.get(url, timeout=(3.05, settings.media_read_timeout_seconds), stream=True) as response:
+            if response.status_code != 200:
+                raise TelegramError(
+                    f"file download: HTTP {response.status_code}", code=response.status_code, retryable=response.status_code >= 500
+                )
+            chunks, size = [], 0
+            for chunk in response.iter_content(64 * 1024):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise FileTooBig("file download: file is too big", retryable=False)
+                chunks.append(chunk)
+    except requests.RequestException as exc:
+        raise TelegramError(f"file download: {type(exc).__name__}") from None
+    return b"".join(chunks)
+
+
 def check_chat(bot: Bot, *, chat_id: int) -> list[tuple[str, bool, str]]:
     """What the operator must fix for handovers to work in this chat: (check, ok, detail) rows."""
     rows: list[tuple[str, bool, str]] = []

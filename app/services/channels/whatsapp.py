@@ -16,7 +16,12 @@ logger = logging.getLogger(__name__)
 
 SERVICE = "chatflow"
 WHATSAPP_TEXT_LIMIT = 4096
-_MEDIA_ENDPOINTS = {"image": ("send-image", "imageurl"), "audio": ("send-audio", "audiourl"), "document": ("send-doc", "docurl")}
+_MEDIA_ENDPOINTS = {
+    "image": ("send-image", "imageurl"),
+    "audio": ("send-audio", "audiourl"),
+    "document": ("send-doc", "docurl"),
+    "video": ("send-video", "videourl"),
+}
 
 _session = requests.Session()
 _session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=32))
@@ -50,7 +55,8 @@ def send_text(*, creds: ChatFlowCredentials, phone: str, text: str) -> str | Non
 
 
 def send_media(*, creds: ChatFlowCredentials, phone: str, kind: str, url: str, caption: str | None = None) -> str | None:
-    """Send an image, audio or document by URL through the matching ChatFlow endpoint."""
+    """Send an image, audio, document or video by URL through the matching ChatFlow endpoint (the gateway
+    downloads the URL itself)."""
     endpoint, url_param = _MEDIA_ENDPOINTS[kind]
     params = {url_param: url}
     if caption:

@@ -28,12 +28,12 @@ from app.config import settings
 from app.db import session_scope
 from app.models import Client, Conversation, HandoverReason, HandoverStatus, Message, MessageRole, MessageStatus, MessageType, User
 from app.schemas.client import ClientSettings
-from app.services import clients, replies
+from app.services import clients, hours, replies
 from app.services.channels import outbox, stt
 from app.services.channels.media import fetch_media
-from app.services.conversation import assistant, intent, reply_policy, scheduling
+from app.services.conversation import assistant, intent, reply_policy, scheduling, sensitive
 from app.services.conversation.assistant import ChatTurn
-from app.services.conversation.reply_policy import Action, Decision, TurnFacts
+from app.services.conversation.reply_policy import Action, BotStep, Decision, TurnFacts
 from app.services.handover import card, lifecycle, topics
 from app.services.knowledge import kb
 from app.services.operations import alerts
@@ -106,6 +106,11 @@ class Turn:
     history: list[ChatTurn]
     bot_muted: bool
     handover_status: HandoverStatus | None
+    now: datetime  # when the turn opened (the database's clock)
+    policy: str = ""  # the client's rules for the bot
+    manager_replied: bool = False  # in the open handover
+    notified_at: datetime | None = None  # the waiting customer was last told something
+    last_step: BotStep | None = None  # the bot's last message to the customer
     parts: list[TurnPart] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
@@ -120,8 +125,21 @@ class Turn:
         return "\n".join(p.line for p in self.parts if p.line)
 
     @property
+    def schedule(self) -> hours.Schedule:
+        return hours.schedule_of(self.client_settings)
+
+    @property
+    def guard(self) -> sensitive.Guard:
+        return sensitive.guard_for(self.client_settings, self.policy)
+
+    @property
     def facts(self) -> TurnFacts:
         words = bool(self.customer_text)
+        schedule = self.schedule
+        open_now = hours.is_open(schedule, self.now)
+        opens = None if open_now else hours.next_open(schedule, self.now)
+        guard = self.guard
+        topic = sensitive.find(self.customer_text, guard) if words else None
         return TurnFacts(
             readable=bool(self.text.strip()),
             words=words,
@@ -129,7 +147,15 @@ class Turn:
             attachments_only=not words and any(p.type in _ATTACHMENTS for p in self.parts),
             handover=self.handover_status,
             bot_muted=self.bot_muted,
-            escalate_on_no_knowledge=self.client_settings.escalate_on_no_knowledge,
+            settings=self.client_settings,
+            open_now=open_now,
+            opens=replies.opening(opens.astimezone(schedule.tz), self.now.astimezone(schedule.tz)) if opens else None,
+            manager_replied=self.manager_replied,
+            minutes_since_notice=(self.now - self.notified_at).total_seconds() / 60 if self.notified_at else None,
+            last_step=self.last_step,
+            answer_to_offer=reply_policy.yes_or_no(self.customer_text) if self.last_step == BotStep.OFFER else None,
+            sensitive_topic=topic.label if topic else None,
+            guard=guard,
         )
 
     @property
@@ -194,6 +220,12 @@ def _open_turn(conversation_id: uuid.UUID) -> Turn | None:
             .where(Conversation.id == conversation_id)
         ).one()
         handover = lifecycle.open_handover(session, conversation_id)
+        last_reason = session.scalar(
+            select(Message.meta["reason"].astext)
+            .where(Message.conversation_id == conversation_id, Message.role == MessageRole.ASSISTANT)
+            .order_by(Message.created_at.desc())
+            .limit(1)
+        )
         return Turn(
             id=turn_id,
             conversation_id=conversation_id,
@@ -208,6 +240,11 @@ def _open_turn(conversation_id: uuid.UUID) -> Turn | None:
             history=_history(session, conversation_id, turn_id),
             bot_muted=conversation.bot_muted(now),
             handover_status=handover.status if handover else None,
+            now=now,
+            policy=client.policy,
+            manager_replied=handover is not None and handover.last_manager_reply_at is not None,
+            notified_at=handover.customer_notified_at if handover else None,
+            last_step=BotStep(last_reason) if last_reason in set(BotStep) else None,
         )
 
 
@@ -281,19 +318,22 @@ def _decide(turn: Turn) -> Decision:
     if isinstance(step, Decision):
         return step
     try:
-        reply = assistant.generate_reply(
+        answer = assistant.generate_reply(
             system_prompt=turn.prompt,
             history=turn.history,
             turn_text=turn.text,
             knowledge=step.knowledge,
             client_name=turn.client_name,
+            policy=turn.policy,
+            sensitive_topics=facts.guard.labels,
+            clock=assistant.clock_note(turn.schedule, turn.now),
             log_extra=turn.log,
         )
     except ConfigError:
         return reply_policy.without_model(facts, found, knowledge)
     except ExternalServiceError:
-        return reply_policy.model_failed(found)
-    return reply_policy.model_answered(found, reply)
+        return reply_policy.model_failed(facts, found)
+    return reply_policy.model_answered(facts, found, answer)
 
 
 def _knowledge(turn: Turn) -> kb.Knowledge:
@@ -329,17 +369,22 @@ def _finish(turn: Turn, decision: Decision) -> tuple[TurnOutcome, list[uuid.UUID
         outcome = TurnOutcome.STORED
         if decision.action == Action.FORWARD:
             _forward(session, turn)
-            lifecycle.touch(session, conversation.id)
+            lifecycle.customer_wrote(session, conversation.id)
+            minutes = turn.client_settings.waiting_notice_minutes
+            if decision.text and lifecycle.claim_waiting_notice(session, conversation.id, minutes=minutes):
+                _reply(session, turn, decision.text, reason=decision.step)
             outcome = TurnOutcome.FORWARD
         elif decision.action == Action.ESCALATE:
             reason = decision.reason or HandoverReason.HUMAN_REQUEST
-            escalation = lifecycle.escalate(session, conversation=conversation, reason=reason, client_settings=turn.client_settings)
+            escalation = lifecycle.escalate(
+                session, conversation=conversation, reason=reason, client_settings=turn.client_settings, detail=decision.detail
+            )
             if escalation.created:
                 _reply(session, turn, decision.text or replies.HANDOVER_ACK, reason=decision.reason)
                 outcome = TurnOutcome.ESCALATE
             else:
                 _forward(session, turn, repeat=True)
-                _reply(session, turn, replies.HANDOVER_ALREADY, reason=decision.reason)
+                _reply(session, turn, reply_policy.already_called(turn.facts), reason=decision.reason)
                 outcome = TurnOutcome.ESCALATE_REPEAT
         elif decision.action == Action.OPT_OUT:
             if handover is not None and handover.status == HandoverStatus.PENDING:
@@ -348,7 +393,7 @@ def _finish(turn: Turn, decision: Decision) -> tuple[TurnOutcome, list[uuid.UUID
             _reply(session, turn, decision.text or replies.OPT_OUT_ACK, reason=Action.OPT_OUT)
             outcome = TurnOutcome.OPT_OUT
         elif decision.action == Action.ANSWER and decision.text:
-            _reply(session, turn, decision.text)
+            _reply(session, turn, decision.text, reason=decision.step)
             outcome = TurnOutcome.ANSWER
         outbox_ids = outbox.written(session)
     return outcome, outbox_ids

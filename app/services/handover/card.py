@@ -5,7 +5,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from app.models import HandoverAction, HandoverReason, HandoverStatus, MessageRole
+from app.models import HandoverAction, HandoverOutcome, HandoverReason, HandoverStatus, MessageRole
 from app.services.channels.telegram import TEXT_LIMIT, escape
 from app.utils.text import truncate
 
@@ -18,6 +18,7 @@ REASON_LABELS: dict[str, str] = {
     HandoverReason.NO_KNOWLEDGE: "бот не нашёл ответа в базе знаний",
     HandoverReason.MEDIA: "клиент прислал файл",
     HandoverReason.MANAGER_INITIATED: "менеджер написал первым",
+    HandoverReason.SENSITIVE: "деликатная тема",
 }
 STATUS_LINES = {
     HandoverStatus.PENDING: "🆘 <b>Нужен менеджер</b>",
@@ -26,7 +27,12 @@ STATUS_LINES = {
     HandoverStatus.BOT_HANDLING: "🤖 <b>Возвращено боту</b>",
     HandoverStatus.TIMEOUT: "⌛ <b>Закрыто: никто не взял</b>",
 }
-_SHOWS_ASSIGNEE = (HandoverStatus.ACTIVE, HandoverStatus.RESOLVED, HandoverStatus.BOT_HANDLING)
+# A closed card says how it ended, where the status alone does not.
+OUTCOME_LINES = {
+    HandoverOutcome.CANCELLED: "🚫 <b>Клиент отказался</b>",
+    HandoverOutcome.SILENT: "⌛ <b>Закрыто автоматически: долго не было сообщений</b>",
+}
+_SHOWS_ASSIGNEE = (HandoverStatus.ACTIVE, HandoverStatus.RESOLVED, HandoverStatus.BOT_HANDLING, HandoverStatus.TIMEOUT)
 # The card's buttons; callback_data is "<action>_<handover id>" (at most 64 bytes: 8 + 1 + 36).
 BUTTONS = (HandoverAction.TAKE, HandoverAction.SKIP, HandoverAction.RESOLVE, HandoverAction.RETURN)
 _LABELS = {
@@ -44,6 +50,8 @@ class CardView:
     handover_id: uuid.UUID
     status: HandoverStatus
     reason: str
+    reason_detail: str | None
+    outcome: HandoverOutcome | None
     assigned_to: str | None
     customer_name: str | None
     phone: str
@@ -51,13 +59,16 @@ class CardView:
 
 
 def text(view: CardView) -> str:
-    status = STATUS_LINES[view.status]
+    status = OUTCOME_LINES.get(view.outcome, STATUS_LINES[view.status]) if view.outcome else STATUS_LINES[view.status]
     if view.status in _SHOWS_ASSIGNEE and view.assigned_to:
         status += f" · {escape(view.assigned_to)}"
+    reason = REASON_LABELS.get(view.reason, escape(view.reason))
+    if view.reason_detail:
+        reason += f": {escape(view.reason_detail)}"
     lines = [
         status,
         f"Клиент: {escape(view.customer_name or 'без имени')} · +{view.phone}",
-        f"Причина: {REASON_LABELS.get(view.reason, escape(view.reason))}",
+        f"Причина: {reason}",
     ]
     if view.recent:
         lines.append("")

@@ -24,6 +24,7 @@ from app.models import (
     Handover,
     HandoverAction,
     HandoverEvent,
+    HandoverOutcome,
     HandoverReason,
     HandoverStatus,
 )
@@ -47,9 +48,16 @@ def open_handover(session: Session, conversation_id: uuid.UUID, *, lock: bool = 
 
 
 def escalate(
-    session: Session, *, conversation: Conversation, reason: HandoverReason, client_settings: ClientSettings | None = None
+    session: Session,
+    *,
+    conversation: Conversation,
+    reason: HandoverReason,
+    client_settings: ClientSettings | None = None,
+    detail: str | None = None,
 ) -> Escalation:
-    """Open a pending handover and mute the bot, or return the open (or just closed, within cooldown) one."""
+    """Open a pending handover and mute the bot, or return the open (or just closed, within cooldown) one.
+    Unless a manager opened it, the customer's message that opened it starts the clocks and the customer is
+    told (by the caller, in the same transaction)."""
     existing = open_handover(session, conversation.id)
     if existing is not None:
         return Escalation(existing.id, created=False)
@@ -63,7 +71,15 @@ def escalate(
         )
         if recent is not None:
             return Escalation(recent.id, created=False, cooldown=True)
-    handover = Handover(client_id=conversation.client_id, conversation_id=conversation.id, status=HandoverStatus.PENDING, reason=reason)
+    handover = Handover(
+        client_id=conversation.client_id,
+        conversation_id=conversation.id,
+        status=HandoverStatus.PENDING,
+        reason=reason,
+        reason_detail=detail[:200] if detail else None,
+    )
+    if reason != HandoverReason.MANAGER_INITIATED:
+        handover.last_customer_message_at = handover.customer_notified_at = db.now(session)
     try:
         with session.begin_nested():
             session.add(handover)
@@ -80,8 +96,24 @@ def escalate(
     return Escalation(handover.id, created=True)
 
 
-def transition(session: Session, *, handover: Handover, conversation: Conversation, target: HandoverStatus, now: datetime) -> None:
-    """Move a handover to `target` (checked by the state machine) and bring the conversation along."""
+_OUTCOMES = {
+    HandoverStatus.RESOLVED: HandoverOutcome.RESOLVED,
+    HandoverStatus.BOT_HANDLING: HandoverOutcome.RETURNED,
+    HandoverStatus.TIMEOUT: HandoverOutcome.UNTAKEN,
+}
+
+
+def transition(
+    session: Session,
+    *,
+    handover: Handover,
+    conversation: Conversation,
+    target: HandoverStatus,
+    now: datetime,
+    outcome: HandoverOutcome | None = None,
+) -> None:
+    """Move a handover to `target` (checked by the state machine) and bring the conversation along; a closed
+    one records its outcome (by default the one its status implies)."""
     state_machine.check_transition(handover.status, target)
     handover.status = target
     handover.last_activity_at = now
@@ -89,12 +121,20 @@ def transition(session: Session, *, handover: Handover, conversation: Conversati
         handover.taken_at = now
     elif state_machine.is_closed(target):
         handover.resolved_at = now
+        handover.outcome = outcome or _OUTCOMES[target]
     apply_status(conversation, target)
 
 
 def cancel(session: Session, *, handover: Handover, conversation: Conversation) -> None:
     """The customer withdrew the request while waiting ("не надо", "стоп"): close it and tell the managers."""
-    transition(session, handover=handover, conversation=conversation, target=HandoverStatus.RESOLVED, now=db.now(session))
+    transition(
+        session,
+        handover=handover,
+        conversation=conversation,
+        target=HandoverStatus.RESOLVED,
+        now=db.now(session),
+        outcome=HandoverOutcome.CANCELLED,
+    )
     session.add(HandoverEvent(handover_id=handover.id, action=HandoverAction.CANCELLED_BY_CUSTOMER))
     topics.queue_card(session, handover)
     topics.queue_text(
@@ -127,10 +167,28 @@ def apply_status(conversation: Conversation, handover_status: HandoverStatus) ->
     conversation.bot_muted_until = None
 
 
-def touch(session: Session, conversation_id: uuid.UUID) -> None:
-    """Activity on an open handover: reminders and auto-close count from the last one."""
+def customer_wrote(session: Session, conversation_id: uuid.UUID) -> None:
+    """The customer wrote while the handover is open: a taken one's clocks count from this message (a pending
+    one keeps counting from when it opened: writing again makes the wait no shorter)."""
     session.execute(
         update(Handover)
         .where(Handover.conversation_id == conversation_id, Handover.status.in_(OPEN_HANDOVER_STATUSES))
-        .values(last_activity_at=func.now())
+        .values(last_customer_message_at=func.now(), last_activity_at=func.now())
     )
+
+
+def claim_waiting_notice(session: Session, conversation_id: uuid.UUID, *, minutes: int) -> bool:
+    """Record that the waiting customer is told something now, unless they were told within `minutes` (two
+    turns at once: one wins)."""
+    claimed = session.scalar(
+        update(Handover)
+        .where(
+            Handover.conversation_id == conversation_id,
+            Handover.status.in_(OPEN_HANDOVER_STATUSES),
+            Handover.last_manager_reply_at.is_(None),
+            (Handover.customer_notified_at.is_(None)) | (Handover.customer_notified_at <= func.now() - timedelta(minutes=minutes)),
+        )
+        .values(customer_notified_at=func.now())
+        .returning(Handover.id)
+    )
+    return claimed is not None

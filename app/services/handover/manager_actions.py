@@ -1,9 +1,15 @@
 """What a manager does in Telegram, each update handled exactly once: a press on a handover card's buttons
 (take, skip, resolve, return to the bot), or a reply in the customer's topic, which goes to the customer on
-WhatsApp and is confirmed in the topic ("✅ Доставлено" only once the gateway accepted it)."""
+WhatsApp and is confirmed in the topic ("✅ Доставлено" only once the gateway accepted it).
+
+A reply may be a file: a photo, document, voice note, audio or video (with or without a caption) is fetched
+from Telegram, stored and served at PUBLIC_BASE_URL/media/<token> (channels/media_store.py) and sent through
+ChatFlow's media endpoint, which downloads it. What cannot go (a sticker, a location, no PUBLIC_BASE_URL, a
+file over Telegram's 20 MB) is answered at once with "⚠️ Не доставлено клиенту: <причина>", never ✅."""
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -13,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from app import db
+from app.config import settings
 from app.db import session_scope
 from app.models import (
     OPEN_HANDOVER_STATUSES,
@@ -23,22 +30,43 @@ from app.models import (
     HandoverEvent,
     HandoverReason,
     HandoverStatus,
+    Message,
     MessageRole,
+    MessageStatus,
+    MessageType,
     TelegramUpdate,
+    User,
 )
-from app.schemas.outbox import ManagerText, OutboxPayload
-from app.schemas.telegram import TgCallbackQuery, TgUpdate
+from app.schemas.outbox import ManagerMedia, ManagerText, OutboxPayload
+from app.schemas.telegram import TgCallbackQuery, TgFile, TgUpdate
 from app.services import clients, replies
-from app.services.channels import outbox, telegram
+from app.services.channels import media_store, outbox, telegram, whatsapp
 from app.services.channels.outbox import Delivery, SaveProgress
 from app.services.handover import card, lifecycle, topics
-from app.utils.errors import ConfigError
+from app.utils.errors import ConfigError, ExternalServiceError
 
 logger = logging.getLogger(__name__)
 
 DELIVERED = "✅ Доставлено"
 NOT_YET_DELIVERED = "⚠️ Пока не доставлено: WhatsApp не отвечает. Повторю отправку автоматически."
-NOT_DELIVERED = "❌ Не доставлено клиенту: {error}. Попробуйте позже или свяжитесь с клиентом иначе."
+NOT_DELIVERED = "⚠️ Не доставлено клиенту: {error}."
+# A manager's file, by its Telegram kind: how WhatsApp carries it, how it is stored.
+_FILE_KINDS: dict[str, tuple[str, MessageType, str, str]] = {  # kind -> (ChatFlow kind, message type, content type, name)
+    "photo": ("image", MessageType.IMAGE, "image/jpeg", "photo.jpg"),
+    "document": ("document", MessageType.DOCUMENT, "application/octet-stream", "document"),
+    "voice": ("audio", MessageType.AUDIO, "audio/ogg", "voice.ogg"),
+    "audio": ("audio", MessageType.AUDIO, "audio/mpeg", "audio.mp3"),
+    "video": ("video", MessageType.VIDEO, "video/mp4", "video.mp4"),
+    "video_note": ("video", MessageType.VIDEO, "video/mp4", "video.mp4"),
+    "animation": ("video", MessageType.VIDEO, "video/mp4", "animation.mp4"),
+}
+_CANNOT_SEND = {
+    "sticker": "стикеры в WhatsApp не отправляются",
+    "location": "геолокация в WhatsApp не отправляется, напишите адрес текстом",
+    "venue": "место в WhatsApp не отправляется, напишите адрес текстом",
+    "contact": "контакт в WhatsApp не отправляется, напишите номер текстом",
+}
+NO_PUBLIC_URL = "отправка файлов не настроена (нет PUBLIC_BASE_URL): отправьте текстом или с телефона компании"
 
 
 @dataclass(frozen=True)
@@ -97,6 +125,8 @@ def handle_update(update: TgUpdate) -> dict[str, Any]:
                 telegram_message_id=message.message_id,
                 manager=Manager(author.id, author.display_name),
                 text=message.text or message.caption or "",
+                file=message.file,
+                other_kind=message.other_kind,
             )
             response = {"ok": True}
         queued = outbox.written(session)
@@ -154,17 +184,42 @@ def press(session: Session, *, client: Client, data: str, manager: Manager) -> C
 
 
 def reply(
-    session: Session, *, client: Client, thread_id: int | None, telegram_message_id: int, manager: Manager, text: str
+    session: Session,
+    *,
+    client: Client,
+    thread_id: int | None,
+    telegram_message_id: int,
+    manager: Manager,
+    text: str,
+    file: tuple[str, TgFile] | None = None,
+    other_kind: str | None = None,
 ) -> uuid.UUID | None:
-    """Queue a manager's reply to the customer of this topic (its outbox item; None when it is not a reply to
-    deliver). Replying to a pending handover takes it; writing first opens one, so the bot keeps quiet."""
-    if thread_id is None or not text.strip() or text.startswith("/"):
+    """Queue a manager's reply (text, or a file with its caption) to the customer of this topic: its outbox
+    item; None when there is nothing to deliver. Replying to a pending handover takes it; writing first opens
+    one, so the bot keeps quiet. What cannot be sent is said in the topic at once."""
+    if thread_id is None or text.startswith("/") or not (text.strip() or file or other_kind):
         return None
     conversation = session.scalar(
         select(Conversation).where(Conversation.client_id == client.id, Conversation.telegram_topic_id == thread_id).with_for_update()
     )
     if conversation is None:
         logger.info("manager.unknown_topic", extra={"client": client.slug, "topic_id": thread_id})
+        return None
+    kind = file[0] if file else other_kind
+    cannot = None
+    if kind is not None and kind not in _FILE_KINDS:
+        cannot = _CANNOT_SEND.get(kind, "такое сообщение в WhatsApp не отправляется")
+    elif file is not None and not settings.public_base_url:
+        cannot = NO_PUBLIC_URL
+    if cannot is not None:
+        topics.queue_text(
+            session,
+            client_id=client.id,
+            conversation_id=conversation.id,
+            text=NOT_DELIVERED.format(error=cannot),
+            reply_to=telegram_message_id,
+        )
+        logger.info("manager.reply_not_sendable", extra={"client": client.slug, "kind": kind, "conversation_id": str(conversation.id)})
         return None
     now = db.now(session)
     handover = lifecycle.open_handover(session, conversation.id, lock=True)
@@ -175,20 +230,65 @@ def reply(
         assert handover is not None
     if handover.status == HandoverStatus.PENDING:
         _take(session, handover=handover, conversation=conversation, manager=manager, client=client, now=now)
-    handover.last_activity_at = now
+    handover.last_activity_at = handover.last_manager_reply_at = now
     _event(session, handover, HandoverAction.REPLY, manager)
-    outbox_id = outbox.queue_whatsapp_text(
-        session,
-        client_id=client.id,
-        conversation_id=conversation.id,
-        text=text,
-        role=MessageRole.MANAGER,
-        meta={"manager": manager.name, "manager_id": manager.id, "telegram_message_id": telegram_message_id},
-        dedup_key=f"manager:{client.id}:{telegram_message_id}",
-        telegram_message_id=telegram_message_id,
-    )
+    meta = {"manager": manager.name, "manager_id": manager.id, "telegram_message_id": telegram_message_id}
+    dedup_key = f"manager:{client.id}:{telegram_message_id}"
+    if file is not None:
+        outbox_id = _queue_file(
+            session, conversation=conversation, kind=file[0], file=file[1], caption=text, meta=meta, dedup_key=dedup_key
+        )
+    else:
+        outbox_id = outbox.queue_whatsapp_text(
+            session,
+            client_id=client.id,
+            conversation_id=conversation.id,
+            text=text,
+            role=MessageRole.MANAGER,
+            meta=meta,
+            dedup_key=dedup_key,
+            telegram_message_id=telegram_message_id,
+        )
     logger.info("manager.reply_queued", extra={"conversation_id": str(conversation.id), "client": client.slug, "outbox_id": str(outbox_id)})
     return outbox_id
+
+
+def _queue_file(
+    session: Session, *, conversation: Conversation, kind: str, file: TgFile, caption: str, meta: dict[str, Any], dedup_key: str
+) -> uuid.UUID:
+    """The manager's file as a message of the conversation and its outbox item, fetched from Telegram at delivery."""
+    phone = session.scalar(select(User.phone).where(User.id == conversation.user_id))
+    assert phone is not None
+    _, message_type, _, _ = _FILE_KINDS[kind]
+    message = Message(
+        client_id=conversation.client_id,
+        conversation_id=conversation.id,
+        role=MessageRole.MANAGER,
+        type=message_type,
+        content=caption,
+        status=MessageStatus.PENDING,
+        meta={**meta, "file": kind, "file_name": file.file_name},
+    )
+    session.add(message)
+    session.flush()
+    payload = ManagerMedia(
+        phone=phone,
+        telegram_message_id=int(meta["telegram_message_id"]),
+        telegram_kind=kind,
+        file_id=file.file_id,
+        file_size=file.file_size,
+        mime_type=file.mime_type,
+        filename=file.file_name,
+        caption=caption or None,
+    )
+    return outbox.add(
+        session,
+        client_id=conversation.client_id,
+        conversation_id=conversation.id,
+        payload=payload,
+        dedup_key=dedup_key,
+        message_id=message.id,
+    )
 
 
 def _take(session: Session, *, handover: Handover, conversation: Conversation, manager: Manager, client: Client, now: datetime) -> None:
@@ -217,23 +317,61 @@ def _event(session: Session, handover: Handover, action: HandoverAction, manager
 
 def deliver_reply(delivery: Delivery[ManagerText], save_progress: SaveProgress) -> dict[str, Any]:
     """Send like any WhatsApp text, then confirm in the topic; the first failure is reported there at once."""
+    return _confirmed(delivery, lambda: outbox.deliver_whatsapp_text(delivery, save_progress))
+
+
+def deliver_media(delivery: Delivery[ManagerMedia], save_progress: SaveProgress) -> dict[str, Any]:
+    """Fetch the manager's file from Telegram (once: a retry reuses the stored file), serve it under a token and
+    have ChatFlow send it by that URL; confirmed in the topic like a text."""
+    payload = delivery.payload
+
+    def send() -> dict[str, Any]:
+        chatflow_kind, _, content_type, name = _FILE_KINDS[payload.telegram_kind]
+        settings.require("public_base_url")  # unset since it was queued: fail before fetching, naming the setting
+        token = delivery.result.get("token")
+        if not media_store.is_usable(token):
+            data = telegram.download_file(telegram.bot_for(delivery.client), file_id=payload.file_id)
+            token = media_store.save(
+                client_id=delivery.client.id,
+                data=data,
+                content_type=payload.mime_type or content_type,
+                filename=payload.filename or name,
+                purpose="manager_media",
+            )
+            save_progress({"token": token})
+        assert token is not None
+        message_id = whatsapp.send_media(
+            creds=whatsapp.credentials_for(delivery.client),
+            phone=payload.phone,
+            kind=chatflow_kind,
+            url=media_store.url_for(token),
+            caption=payload.caption,
+        )
+        return {"token": token, "message_ids": [message_id]}
+
+    return _confirmed(delivery, send)
+
+
+def _confirmed(delivery: Delivery[Any], send: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """✅ in the topic only once the gateway accepted it; a failure that will be retried is said at once."""
     try:
-        result = outbox.deliver_whatsapp_text(delivery, save_progress)
+        result = send()
     except Exception as exc:
-        if delivery.attempts == 1:
+        retried = isinstance(exc, ExternalServiceError) and exc.retryable and delivery.attempts < settings.outbox_max_attempts
+        if delivery.attempts == 1 and retried:
             _notice(delivery, NOT_YET_DELIVERED)
-        raise exc
+        raise
     _notice(delivery, DELIVERED)
     return result
 
 
 def report_given_up(delivery: Delivery[OutboxPayload], error: str) -> None:
     """A manager's reply the outbox gave up on: say so in the topic, so the manager can reach the customer otherwise."""
-    if isinstance(delivery.payload, ManagerText):
-        _notice(cast(Delivery[ManagerText], delivery), NOT_DELIVERED.format(error=_short(error)))
+    if isinstance(delivery.payload, (ManagerText, ManagerMedia)):
+        _notice(cast(Delivery[Any], delivery), NOT_DELIVERED.format(error=_short(error)))
 
 
-def _notice(delivery: Delivery[ManagerText], text: str) -> None:
+def _notice(delivery: Delivery[Any], text: str) -> None:
     """A short status line in the topic, as a reply to the manager's message; queued so it is retried too."""
     if delivery.conversation_id is None:
         return
@@ -249,4 +387,14 @@ def _notice(delivery: Delivery[ManagerText], text: str) -> None:
 
 
 def _short(error: str) -> str:
-    return "WhatsApp не принял сообщение" if "success=false" in error else "WhatsApp недоступен"
+    """The reason a manager can act on, without internals (the error may name the gateway's own words)."""
+    if "PUBLIC_BASE_URL" in error:
+        return NO_PUBLIC_URL
+    if "too big" in error:
+        return "файл больше 20 МБ (столько Telegram отдаёт ботам)"
+    if error.startswith("telegram"):
+        return "не удалось получить файл из Telegram"
+    if "success=false" in error:
+        said = error.split("success=false:", 1)[-1].strip()
+        return f"WhatsApp не принял: {said[:80]}" if said and said != "None" else "WhatsApp не принял сообщение"
+    return "WhatsApp недоступен"

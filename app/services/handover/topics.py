@@ -200,6 +200,8 @@ def _card_view(session: Session, handover: Handover) -> card.CardView:
         handover_id=handover.id,
         status=handover.status,
         reason=handover.reason,
+        reason_detail=handover.reason_detail,
+        outcome=handover.outcome,
         assigned_to=handover.assigned_to,
         customer_name=user.name,
         phone=user.phone,

@@ -43,8 +43,11 @@ def describe(session: Session, *, phone: str, client_slug: str | None) -> dict[s
             "id": str(handover.id),
             "status": handover.status,
             "reason": handover.reason,
+            "reason_detail": handover.reason_detail,
             "assigned_to": handover.assigned_to,
             "created_at": handover.created_at.isoformat(),
+            "last_customer_message_at": handover.last_customer_message_at.isoformat() if handover.last_customer_message_at else None,
+            "last_manager_reply_at": handover.last_manager_reply_at.isoformat() if handover.last_manager_reply_at else None,
         }
     messages = session.scalars(
         select(Message).where(Message.conversation_id == conversation.id).order_by(Message.created_at.desc()).limit(RECENT_MESSAGES)
