@@ -220,8 +220,8 @@ def _next_day_of_month(number: int, today: date) -> date | None:
 
 
 def _day(text: str, now: datetime) -> tuple[date | None, time | None]:
-    """The day dateparser finds in the text (and its time, for "через 2 часа"); nothing beyond the horizon or
-    before today, and no bare number ("маникюр за 5000")."""
+    """The day dateparser finds in the text (and its time, for "через 2 часа"); nothing a year or more away either
+    way, and no bare number ("маникюр за 5000")."""
     if not re.search(r"[^\W\d_]{2,}", text):
         return None, None
     local = now.replace(tzinfo=None)
@@ -236,7 +236,7 @@ def _day(text: str, now: datetime) -> tuple[date | None, time | None]:
         day = moment.date()
         if 0 < (day - local.date()).days <= _HORIZON_DAYS and (day.month, day.day) == (local.month, local.day):
             day = local.date()  # "31 декабря" said on the 31st: today, not next year
-        if not 0 <= (day - local.date()).days <= _HORIZON_DAYS:
+        if not -_HORIZON_DAYS <= (day - local.date()).days <= _HORIZON_DAYS:  # a past day is kept: check() says so
             continue
         relative_time = re.search(r"час|минут|сағат", phrase) is not None
         return day, moment.time() if relative_time else None
