@@ -31,6 +31,7 @@ ASK_FOR_TIME = (
     "ваше следующее сообщение уйдёт клиенту как предложение."
 )
 TIME_NOT_UNDERSTOOD = "⚠️ Не понял время: {problem}. Напишите, например: «завтра в 17:00» или «в субботу в 11»."
+_UNREADABLE = {when.Problem.PAST: "это время уже прошло", when.Problem.CLOSED: "в это время компания не работает"}
 PROPOSAL_SENT = "📨 Клиенту предложено {when}. Ждём его ответа."
 _DECIDED = {
     BookingStatus.CONFIRMED: "Запись уже подтвердил(а) {who}",
@@ -110,13 +111,7 @@ def proposal(session: Session, *, client: Client, thread_id: int | None, telegra
     moment = when.resolve(said, now=now, schedule=schedule, day=booking.requested_day)
     problem = None if moment is None else when.check(moment, now=now, schedule=schedule)
     if moment is None or problem is not None:
-        why = (
-            {when.Problem.PAST: "это время уже прошло", when.Problem.CLOSED: "в это время компания не работает"}.get(
-                problem or when.Problem.PAST, "нет дня и часа"
-            )
-            if problem
-            else "нет дня и часа"
-        )
+        why = _UNREADABLE[problem] if problem else "нет дня и часа"
         topics.queue_text(
             session,
             client_id=client.id,
