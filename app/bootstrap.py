@@ -21,8 +21,10 @@ from dramatiq.brokers.redis import RedisBroker
 
 from app.config import settings
 from app.queue import QUEUE, Job, broker
-from app.schemas.outbox import Card, ManagerMedia, ManagerText, TopicMedia, TopicText, WhatsAppText
+from app.schemas.outbox import BookingCard, Card, ManagerMedia, ManagerText, TopicMedia, TopicText, WhatsAppText
 from app.services import clients
+from app.services.booking import card as booking_card
+from app.services.booking import manager as booking_manager
 from app.services.channels import media_store, outbox
 from app.services.conversation import inbound, scheduling, turn
 from app.services.handover import manager_actions, reminders, topics
@@ -53,6 +55,9 @@ def wire() -> RedisBroker:
             outbox.register(TopicText, topics.deliver_text)
             outbox.register(TopicMedia, topics.deliver_media)
             outbox.register(Card, topics.deliver_card)
+            outbox.register(BookingCard, booking_manager.deliver_card)
+            manager_actions.register_buttons(list(booking_card.BookingAction), booking_manager.press)
+            manager_actions.register_topic_reader(booking_manager.proposal)
             outbox.on_gave_up(alerts.delivery_failed)
             outbox.on_gave_up(manager_actions.report_given_up)
             # Every worker process dispatches the turns that are due (the webhook only records when they are).

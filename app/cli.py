@@ -10,6 +10,7 @@ from dataclasses import asdict
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import requests
 from alembic import command
@@ -21,9 +22,11 @@ from app.cli_kb import add_kb_commands
 from app.config import settings
 from app.db import now as db_now
 from app.db import session_scope
-from app.models import Client, Conversation, Message, MessageRole, MessageStatus, User
+from app.models import BookingStatus, Client, Conversation, Message, MessageRole, MessageStatus, User
 from app.schemas.client import WEEKDAYS
 from app.services import clients, hours
+from app.services.booking import catalog
+from app.services.booking.store import store as booking_store
 from app.services.channels import telegram
 from app.services.conversation import intent, sensitive
 from app.services.handover import report
@@ -231,6 +234,79 @@ def cmd_report_handovers(args: argparse.Namespace) -> int:
     print("per manager:           takes  skips  replies  resolved  returned")
     for row in result.managers:
         print(f"  {row.name[:20]:<20} {row.takes:>5}  {row.skips:>5}  {row.replies:>7}  {row.resolves:>8}  {row.returns:>8}")
+    return 0
+
+
+def cmd_services_load(args: argparse.Namespace) -> int:
+    """Replace a client's services list (the truth for prices and durations) with a YAML file's."""
+    entries = catalog.parse_yaml(Path(args.file).read_text(encoding="utf-8"))
+    with session_scope() as session:
+        client = clients.get_by_slug(session, args.client)
+        count = booking_store(session).replace_services(client.id, entries)
+    print(f"services of '{args.client}': {count} loaded")
+    for entry in entries:
+        print(f"  {entry.line}")
+    return 0
+
+
+def cmd_services_list(args: argparse.Namespace) -> int:
+    with session_scope() as session:
+        listed = booking_store(session).catalog(clients.get_by_slug(session, args.client).id)
+    if args.json:
+        rows = [
+            {"name": e.name, "aliases": list(e.aliases), "duration": e.duration_minutes, "price": e.price, "price_max": e.price_max}
+            for e in listed.entries
+        ]
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    if not listed:
+        print(f"client '{args.client}' has no services list: python -m app.cli services load --client {args.client} FILE.yaml")
+    for entry in listed.entries:
+        aliases = f"  (also: {', '.join(entry.aliases)})" if entry.aliases else ""
+        print(f"{entry.line}{aliases}")
+    return 0
+
+
+def cmd_services_clear(args: argparse.Namespace) -> int:
+    with session_scope() as session:
+        booking_store(session).replace_services(clients.get_by_slug(session, args.client).id, [])
+    print(f"services list of '{args.client}' removed")
+    return 0
+
+
+def cmd_bookings_list(args: argparse.Namespace) -> int:
+    """A client's booking requests, the latest first: when, service, customer, status, who decided."""
+    status = BookingStatus(args.status) if args.status else None
+    with session_scope() as session:
+        client = clients.get_by_slug(session, args.client)
+        rows = []
+        for b in booking_store(session).listed(client.id, status=status, limit=args.limit):
+            phone = session.scalar(
+                select(User.phone).join(Conversation, Conversation.user_id == User.id).where(Conversation.id == b.conversation_id)
+            )
+            at = b.requested_at.astimezone(ZoneInfo(b.timezone)) if b.requested_at else None
+            rows.append(
+                {
+                    "when": at.strftime("%Y-%m-%d %H:%M") if at else None,
+                    "service": b.service_name,
+                    "name": b.customer_name,
+                    "phone": phone,
+                    "status": b.status.value,
+                    "decided_by": b.decided_by,
+                    "created": b.created_at.isoformat(),
+                }
+            )
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    if not rows:
+        print(f"no bookings of '{args.client}'" + (f" with status {status}" if status else ""))
+    for row in rows:
+        decided = f"  ({row['decided_by']})" if row["decided_by"] else ""
+        print(
+            f"{row['when'] or '—':<17} {(row['service'] or '—')[:28]:<28} {(row['name'] or '—')[:20]:<20} +{row['phone']:<13} "
+            f"{row['status']}{decided}"
+        )
     return 0
 
 
@@ -451,6 +527,27 @@ def build_parser() -> argparse.ArgumentParser:
     rep_handovers.add_argument("--days", type=int, default=7)
     rep_handovers.add_argument("--json", action="store_true")
     rep_handovers.set_defaults(func=cmd_report_handovers)
+    services = sub.add_parser("services", help="a client's services list: names, prices, durations").add_subparsers(
+        dest="action", required=True
+    )
+    services_load = services.add_parser("load", help="replace the list with a YAML file's (name, aliases, duration, price)")
+    services_load.add_argument("--client", required=True)
+    services_load.add_argument("file")
+    services_load.set_defaults(func=cmd_services_load)
+    services_list = services.add_parser("list", help="show the list")
+    services_list.add_argument("--client", required=True)
+    services_list.add_argument("--json", action="store_true")
+    services_list.set_defaults(func=cmd_services_list)
+    services_clear = services.add_parser("clear", help="remove the list")
+    services_clear.add_argument("--client", required=True)
+    services_clear.set_defaults(func=cmd_services_clear)
+    bookings = sub.add_parser("bookings", help="booking requests").add_subparsers(dest="action", required=True)
+    bookings_list = bookings.add_parser("list", help="a client's booking requests, the latest first")
+    bookings_list.add_argument("--client", required=True)
+    bookings_list.add_argument("--status", choices=[s.value for s in BookingStatus])
+    bookings_list.add_argument("--limit", type=int, default=50)
+    bookings_list.add_argument("--json", action="store_true")
+    bookings_list.set_defaults(func=cmd_bookings_list)
     add_kb_commands(sub)
     return parser
 

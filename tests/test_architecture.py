@@ -19,6 +19,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "services.knowledge": {"models", "schemas"},
     "services.channels": {"models", "schemas"},
     "services.handover": {"models", "schemas", "services.clients", "services.replies", "services.hours", "services.channels"},
+    "services.booking": {"models", "schemas", "services.clients", "services.hours", "services.channels", "services.handover"},
     "services.operations": {"models", "schemas", "services.channels", "services.knowledge", "services.handover"},
     "services.conversation": {
         "models",
@@ -29,6 +30,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "services.channels",
         "services.knowledge",
         "services.handover",
+        "services.booking",
         "services.operations",  # the turn reports its response time to the alerts
     },
     "intents": {"services.conversation", "services.knowledge"},  # the learned classifier beside the rules

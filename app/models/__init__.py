@@ -1,6 +1,7 @@
 """All models, imported here so Alembic and the app see one complete metadata."""
 
 from app.models.base import Base
+from app.models.booking import BookingField, BookingRequest, BookingStatus, Service
 from app.models.branch import Branch
 from app.models.client import Client
 from app.models.company import Company
@@ -23,6 +24,9 @@ from app.models.user import User
 __all__ = [
     "OPEN_HANDOVER_STATUSES",
     "Base",
+    "BookingField",
+    "BookingRequest",
+    "BookingStatus",
     "BotStatus",
     "Branch",
     "Client",
@@ -44,6 +48,7 @@ __all__ = [
     "OutboxItem",
     "OutboxKind",
     "OutboxStatus",
+    "Service",
     "TelegramUpdate",
     "User",
 ]

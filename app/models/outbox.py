@@ -32,6 +32,7 @@ class OutboxKind(StrEnum):
     TOPIC_TEXT = "topic_text"  # a message into the customer's Telegram topic
     TOPIC_MEDIA = "topic_media"  # the customer's file into the topic
     CARD = "card"  # the handover card in the topic, rendered from the handover's state
+    BOOKING_CARD = "booking_card"  # a booking request's card in the topic, rendered from its state
 
 
 class OutboxItem(Base):

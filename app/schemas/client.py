@@ -20,6 +20,34 @@ class NoKnowledgePolicy(StrEnum):
     CLARIFY_THEN_OFFER = "clarify_then_offer"  # ask one clarifying question, then offer a manager (yes/no)
 
 
+class BookingRequirement(StrEnum):
+    """What a booking request must have before it goes to the managers (the phone is always known)."""
+
+    SERVICE = "service"
+    TIME = "time"
+    NAME = "name"
+
+
+# The texts of the booking conversation a client may reword (`--set booking_texts='{"ask_time": "..."}'`); the
+# defaults and their {placeholders} are in services/booking/texts.py.
+BOOKING_TEXT_KEYS = (
+    "ask_service",
+    "ask_time",
+    "ask_time_on_day",
+    "time_unclear",
+    "time_past",
+    "time_closed",
+    "ask_name",
+    "ask_name_proposed",
+    "submitted",
+    "confirmed",
+    "declined",
+    "proposal",
+    "proposal_declined",
+    "cancelled",
+)
+
+
 class ClientSettings(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -50,6 +78,10 @@ class ClientSettings(BaseModel):
     timezone: str = "Asia/Almaty"
     hours: dict[str, list[str]] = Field(default_factory=dict)
     holidays: list[date] = Field(default_factory=list)
+    # Bookings in the chat: the bot collects service, time and name and a manager confirms in Telegram
+    booking_enabled: bool = False
+    booking_required: list[BookingRequirement] = Field(default_factory=lambda: list(BookingRequirement))
+    booking_texts: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("timezone")
     @classmethod
@@ -70,6 +102,24 @@ class ClientSettings(BaseModel):
                 match = _INTERVAL.match(interval)
                 if match is None or match.group(1, 2) == match.group(3, 4):
                     raise ValueError(f"'{interval}' is not an interval like 10:00-20:00")
+        return value
+
+    @field_validator("booking_texts")
+    @classmethod
+    def _known_booking_texts(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = [key for key in value if key not in BOOKING_TEXT_KEYS]
+        if unknown:
+            raise ValueError(f"unknown booking text(s) {', '.join(unknown)}: use {', '.join(BOOKING_TEXT_KEYS)}")
+        empty = [key for key, text in value.items() if not text.strip()]
+        if empty:
+            raise ValueError(f"empty booking text(s) {', '.join(empty)}")
+        return value
+
+    @field_validator("booking_required")
+    @classmethod
+    def _time_is_required(cls, value: list[BookingRequirement]) -> list[BookingRequirement]:
+        if BookingRequirement.TIME not in value:
+            raise ValueError("a booking always needs a time: keep 'time' in booking_required")
         return value
 
     @field_validator("sensitive_topics")

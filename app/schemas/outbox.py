@@ -79,6 +79,15 @@ class Card(OutboxPayload):
     handover_id: uuid.UUID
 
 
+class BookingCard(OutboxPayload):
+    """A booking request's card (summary and the managers' buttons), rendered from its state at delivery time."""
+
+    channel: ClassVar[OutboxChannel] = OutboxChannel.TELEGRAM
+    kind: ClassVar[OutboxKind] = OutboxKind.BOOKING_CARD
+
+    booking_id: uuid.UUID
+
+
 PAYLOAD_TYPES: dict[str, type[OutboxPayload]] = {  # by OutboxKind
-    payload.kind: payload for payload in (WhatsAppText, ManagerText, ManagerMedia, TopicText, TopicMedia, Card)
+    payload.kind: payload for payload in (WhatsAppText, ManagerText, ManagerMedia, TopicText, TopicMedia, Card, BookingCard)
 }

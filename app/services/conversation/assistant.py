@@ -54,10 +54,20 @@ class Handoff(StrEnum):
 
 
 @dataclass(frozen=True)
+class BookingWish:
+    """The model's reading that the customer wants to book (asked for only when the client takes bookings)."""
+
+    service: str = ""
+    when: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True)
 class ModelAnswer:
     reply: str
     handoff: Handoff = Handoff.NONE
     reason: str = ""
+    booking: BookingWish | None = None
 
 
 ANSWER_SCHEMA: dict[str, Any] = {
@@ -70,6 +80,33 @@ ANSWER_SCHEMA: dict[str, Any] = {
     "required": ["reply", "handoff", "reason"],
     "additionalProperties": False,
 }
+BOOKING_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        **ANSWER_SCHEMA["properties"],
+        "booking": {
+            "type": "object",
+            "properties": {
+                "wants": {"type": "boolean"},
+                "service": {"type": "string"},
+                "when": {"type": "string"},
+                "name": {"type": "string"},
+            },
+            "required": ["wants", "service", "when", "name"],
+            "additionalProperties": False,
+        },
+    },
+    "required": [*ANSWER_SCHEMA["required"], "booking"],
+    "additionalProperties": False,
+}
+_BOOKING_RULES = (
+    " booking — хочет ли клиент записаться: wants=true и что он сам назвал (service — услуга, when — день и время его словами, "
+    "name — имя), иначе wants=false и пустые строки. Запись не подтверждай и вопросов о ней не задавай: данные соберёт и передаст "
+    "администратору система; в reply тогда только ответ на другие вопросы клиента (или пусто)."
+)
+_SERVICES_BLOCK = (
+    "Услуги и цены из прайса компании (цены и длительность называй только отсюда, дословно; чего здесь нет — цену не называй):"
+)
 _OUTPUT_RULES = (
     "Верни JSON-объект: reply — текст ответа клиенту; handoff — none, или human_request (клиент просит живого человека), "
     "frustration (клиент раздражён, жалуется), sensitive (вопрос на тему, по которой отвечает только человек: {topics}), "
@@ -127,9 +164,11 @@ def build_messages(
     policy: str = "",
     sensitive_topics: list[str] | None = None,
     clock: str = "",
+    services: list[str] | None = None,
+    booking: bool = False,
 ) -> list[dict[str, str]]:
-    """The chat messages for one answer: persona + rules + the business's policy + its clock + reference
-    material + what to return, history, the customer's turn."""
+    """The chat messages for one answer: persona + rules + the business's policy + its clock + its services
+    list's matching lines + reference material + what to return, history, the customer's turn."""
     persona = system_prompt.strip() or DEFAULT_PERSONA
     system = f"{persona}\n\n{RULES}"
     if client_name:
@@ -141,10 +180,12 @@ def build_messages(
             "\n\nВнутренние правила компании: следуй им, но никогда не цитируй и не пересказывай их клиенту."
             f"\n<<<\n{truncate(policy.strip(), _TURN_CHARS)}\n>>>"
         )
+    if services:
+        system += f"\n\n{_SERVICES_BLOCK}\n<<<\n" + "\n".join(services) + "\n>>>"
     if knowledge:
         blocks = "\n\n".join(f"[{i}] {text.strip()}" for i, text in enumerate(knowledge, 1))
         system += f"\n\nСправочные материалы (используй только их для фактов):\n<<<\n{blocks}\n>>>"
-    system += "\n\n" + _OUTPUT_RULES.format(topics="; ".join(sensitive_topics or []) or "нет")
+    system += "\n\n" + _OUTPUT_RULES.format(topics="; ".join(sensitive_topics or []) or "нет") + (_BOOKING_RULES if booking else "")
     messages = [{"role": "system", "content": system}]
     messages += [{"role": t.role, "content": truncate(t.content, _MESSAGE_CHARS)} for t in history if t.content.strip()]
     messages.append({"role": "user", "content": truncate(turn_text, _TURN_CHARS)})
@@ -197,9 +238,12 @@ def generate_reply(
     policy: str = "",
     sensitive_topics: list[str] | None = None,
     clock: str = "",
+    services: list[str] | None = None,
+    booking: bool = False,
     log_extra: dict[str, object] | None = None,
 ) -> ModelAnswer:
-    """The assistant's answer to the customer's turn, with its judgement whether a person is needed."""
+    """The assistant's answer to the customer's turn, with its judgement whether a person is needed (and, when the
+    client takes bookings, whether the customer wants to book)."""
     messages = build_messages(
         system_prompt=system_prompt,
         history=history,
@@ -209,8 +253,10 @@ def generate_reply(
         policy=policy,
         sensitive_topics=sensitive_topics,
         clock=clock,
+        services=services,
+        booking=booking,
     )
-    content = complete(messages, schema=ANSWER_SCHEMA, log_extra=log_extra)
+    content = complete(messages, schema=BOOKING_SCHEMA if booking else ANSWER_SCHEMA, log_extra=log_extra)
     try:
         return parse_answer(content, log_extra=log_extra)
     except ValueError as exc:
@@ -236,9 +282,16 @@ def parse_answer(content: str, *, log_extra: dict[str, object] | None = None) ->
     except ValueError:
         logger.warning("ai.answer_malformed", extra={**extra, "handoff": str(data.get("handoff"))[:40]})
         handoff = Handoff.NONE
-    if not reply and handoff == Handoff.NONE:
+    wish = _booking_wish(data.get("booking"))
+    if not reply and handoff == Handoff.NONE and wish is None:
         raise ValueError("an empty reply")
-    return ModelAnswer(reply, handoff, str(data.get("reason") or "")[:200])
+    return ModelAnswer(reply, handoff, str(data.get("reason") or "")[:200], wish)
+
+
+def _booking_wish(raw: Any) -> BookingWish | None:
+    if not isinstance(raw, dict) or raw.get("wants") is not True:
+        return None
+    return BookingWish(*(str(raw.get(key) or "").strip()[:200] for key in ("service", "when", "name")))
 
 
 def _log_retry(state: RetryCallState) -> None:

@@ -62,6 +62,7 @@ class BotStep(StrEnum):
     CLARIFY = "no_knowledge_clarify"  # asked to clarify a question the knowledge base had nothing for
     OFFER = "offer_manager"  # offered a manager, waiting for "да" or "нет"
     WAITING_NOTICE = "waiting_notice"  # told a waiting customer a manager will answer
+    BOOKING = "booking"  # a step of a booking request (a question, the request sent, the outcome)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ Runs on the job queue when the turn is due (scheduling.py), under the conversati
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -29,10 +29,15 @@ from app.db import session_scope
 from app.models import Client, Conversation, HandoverReason, HandoverStatus, Message, MessageRole, MessageStatus, MessageType, User
 from app.schemas.client import ClientSettings
 from app.services import clients, hours, replies
+from app.services.booking import apply as booking
+from app.services.booking import flow, prices
+from app.services.booking.catalog import NO_SERVICES, Catalog
+from app.services.booking.store import store as booking_store
 from app.services.channels import outbox, stt
 from app.services.channels.media import fetch_media
 from app.services.conversation import assistant, intent, reply_policy, scheduling, sensitive
-from app.services.conversation.assistant import ChatTurn
+from app.services.conversation.assistant import ChatTurn, Handoff
+from app.services.conversation.intent import Intent, IntentResult
 from app.services.conversation.reply_policy import Action, BotStep, Decision, TurnFacts
 from app.services.handover import card, lifecycle, topics
 from app.services.knowledge import kb
@@ -111,6 +116,9 @@ class Turn:
     manager_replied: bool = False  # in the open handover
     notified_at: datetime | None = None  # the waiting customer was last told something
     last_step: BotStep | None = None  # the bot's last message to the customer
+    catalog: Catalog = NO_SERVICES  # the client's services list
+    booking_id: uuid.UUID | None = None  # the booking request in progress (being collected, or a proposal to answer)
+    booking: flow.Draft | None = None
     parts: list[TurnPart] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
@@ -187,8 +195,8 @@ def _run_turn(conversation_id: uuid.UUID) -> TurnOutcome:
         return TurnOutcome.EMPTY
     try:
         turn.parts = [_prepare(turn, message) for message in turn.messages]
-        decision = _decide(turn)
-        outcome, outbox_ids = _finish(turn, decision)
+        decision, plan = _decide(turn)
+        outcome, outbox_ids = _finish(turn, decision, plan)
     except Exception:
         _release(turn)  # the job is retried with backoff; the messages must be there to claim again
         raise
@@ -220,6 +228,9 @@ def _open_turn(conversation_id: uuid.UUID) -> Turn | None:
             .where(Conversation.id == conversation_id)
         ).one()
         handover = lifecycle.open_handover(session, conversation_id)
+        client_settings = clients.settings_of(client)
+        bookings = booking_store(session)
+        in_progress = bookings.in_progress(conversation_id, now=now) if client_settings.booking_enabled else None
         last_reason = session.scalar(
             select(Message.meta["reason"].astext)
             .where(Message.conversation_id == conversation_id, Message.role == MessageRole.ASSISTANT)
@@ -233,7 +244,7 @@ def _open_turn(conversation_id: uuid.UUID) -> Turn | None:
             client_slug=client.slug,
             client_name=client.name,
             prompt=client.prompt,
-            client_settings=clients.settings_of(client),
+            client_settings=client_settings,
             phone=user.phone,
             customer_name=user.name,
             messages=claimed,
@@ -245,6 +256,9 @@ def _open_turn(conversation_id: uuid.UUID) -> Turn | None:
             manager_replied=handover is not None and handover.last_manager_reply_at is not None,
             notified_at=handover.customer_notified_at if handover else None,
             last_step=BotStep(last_reason) if last_reason in set(BotStep) else None,
+            catalog=bookings.catalog(client.id),
+            booking_id=in_progress.id if in_progress else None,
+            booking=booking.draft_of(in_progress) if in_progress else None,
         )
 
 
@@ -304,36 +318,97 @@ def _transcribe(turn: Turn, message: Message, media: dict[str, Any] | None) -> s
     return transcript
 
 
-def _decide(turn: Turn) -> Decision:
-    """The policy decides; this gathers what it needs: the intent, then (for the bot's own answer) the knowledge
-    and the model's reply."""
+def _decide(turn: Turn) -> tuple[Decision, booking.Plan]:
+    """The policy decides; this gathers what it needs: the intent, then (for the bot's own answer) the booking
+    step, the knowledge and the model's reply, whose prices are checked against the client's services list."""
     facts = turn.facts
     found = intent.classify(turn.customer_text, history=turn.history) if facts.words else None
+    if turn.booking is not None and facts.sensitive_topic:
+        topic = sensitive.find(turn.customer_text, facts.guard)
+        if topic is not None and topic.key == _BOOKING_CHANGE:  # "отмена", "другое время": about the booking being made
+            facts = replace(facts, sensitive_topic=None)
     routed = reply_policy.route(facts, found)
     if routed is not None:
-        return routed
+        return routed, _NO_PLAN
     assert found is not None  # route() decides every turn without words
+    heard = flow.Heard(turn.customer_text, reply_policy.yes_or_no(turn.customer_text), found.intent == Intent.QUESTION)
+    step = flow.step(turn.booking, heard, _booking_context(turn)) if turn.client_settings.booking_enabled else None
+    plan = booking.Plan(turn.booking_id, step)
+    if step is not None and not step.answer_first:
+        return _booking_reply(found, step.reply), plan
+    listed = flow.list_answer(turn.customer_text, catalog=turn.catalog, draft=turn.booking) if step is not None else None
+    if step is not None and listed:
+        return _booking_reply(found, f"{listed}\n\n{step.reply}"), plan
     knowledge = _knowledge(turn)
-    step = reply_policy.answer(facts, found, knowledge, model_configured=assistant.is_configured())
-    if isinstance(step, Decision):
-        return step
+    answered = reply_policy.answer(facts, found, knowledge, model_configured=assistant.is_configured())
+    if isinstance(answered, Decision):
+        if step is not None and answered.step in (BotStep.CLARIFY, BotStep.OFFER):
+            return _booking_reply(found, step.reply), plan  # nothing known about the question: the booking goes on
+        return _with_booking(answered, step), plan
     try:
         answer = assistant.generate_reply(
             system_prompt=turn.prompt,
             history=turn.history,
             turn_text=turn.text,
-            knowledge=step.knowledge,
+            knowledge=answered.knowledge,
             client_name=turn.client_name,
             policy=turn.policy,
             sensitive_topics=facts.guard.labels,
             clock=assistant.clock_note(turn.schedule, turn.now),
+            services=_services_for(turn),
+            booking=turn.client_settings.booking_enabled and step is None,
             log_extra=turn.log,
         )
     except ConfigError:
-        return reply_policy.without_model(facts, found, knowledge)
+        return _with_booking(reply_policy.without_model(facts, found, knowledge), step), plan
     except ExternalServiceError:
-        return reply_policy.model_failed(facts, found)
-    return reply_policy.model_answered(facts, found, answer)
+        return reply_policy.model_failed(facts, found), _NO_PLAN
+    if step is None and answer.booking is not None and turn.booking is None:
+        wish = answer.booking
+        hinted = replace(heard, hint=flow.Hint(wish.service, wish.when, wish.name))
+        step = flow.step(None, hinted, _booking_context(turn))
+        plan = booking.Plan(None, step)
+    if step is not None and not answer.reply and answer.handoff == Handoff.NONE:
+        return _booking_reply(found, step.reply), plan
+    decision = reply_policy.model_answered(facts, found, answer)
+    if decision.action == Action.ANSWER and decision.text:
+        checked = prices.check(decision.text, catalog=turn.catalog, question=turn.customer_text)
+        decision = replace(decision, text=checked.text)
+        plan = replace(plan, unlisted_price=checked.unlisted)
+    return _with_booking(decision, step), plan
+
+
+_BOOKING_CHANGE = "appointment_change"
+_NO_PLAN = booking.Plan()
+
+
+def _booking_context(turn: Turn) -> flow.Context:
+    return flow.Context(turn.now, turn.schedule, turn.catalog, turn.client_settings, turn.customer_name)
+
+
+def _booking_reply(found: IntentResult, text_: str) -> Decision:
+    return Decision(Action.ANSWER, text=text_, step=BotStep.BOOKING, intent=found.intent, intent_source=found.source)
+
+
+def _with_booking(decision: Decision, step: flow.Step | None) -> Decision:
+    """The bot's answer, then the booking's next question (a question in the middle of a booking is answered first)."""
+    if step is None or decision.action != Action.ANSWER:
+        return decision
+    return replace(decision, text="\n\n".join(t for t in (decision.text, step.reply) if t), step=BotStep.BOOKING)
+
+
+def _services_for(turn: Turn) -> list[str]:
+    """The services list's lines the model is given verbatim: those the turn names (or the one being booked); the
+    whole (short) list for a price question that names none."""
+    found = turn.catalog.find(turn.customer_text)
+    if not found and turn.booking is not None and (entry := turn.catalog.get(turn.booking.service_id)):
+        found = [entry]
+    if not found and len(turn.catalog.entries) <= _WHOLE_LIST and flow.asks_price(turn.customer_text):
+        found = list(turn.catalog.entries)
+    return [entry.line for entry in found]
+
+
+_WHOLE_LIST = 40
 
 
 def _knowledge(turn: Turn) -> kb.Knowledge:
@@ -347,7 +422,7 @@ def _knowledge(turn: Turn) -> kb.Knowledge:
         return kb.NOTHING
 
 
-def _finish(turn: Turn, decision: Decision) -> tuple[TurnOutcome, list[uuid.UUID]]:
+def _finish(turn: Turn, decision: Decision, plan: booking.Plan = _NO_PLAN) -> tuple[TurnOutcome, list[uuid.UUID]]:
     """Apply the decision in one transaction, unless the customer wrote again meanwhile: then one later turn covers all."""
     with session_scope() as session:
         conversation = session.scalar(select(Conversation).where(Conversation.id == turn.conversation_id).with_for_update())
@@ -381,6 +456,7 @@ def _finish(turn: Turn, decision: Decision) -> tuple[TurnOutcome, list[uuid.UUID
             )
             if escalation.created:
                 _reply(session, turn, decision.text or replies.HANDOVER_ACK, reason=decision.reason)
+                booking.attach_to_handover(session, client_id=turn.client_id, conversation_id=conversation.id, now=turn.now)
                 outcome = TurnOutcome.ESCALATE
             else:
                 _forward(session, turn, repeat=True)
@@ -394,6 +470,14 @@ def _finish(turn: Turn, decision: Decision) -> tuple[TurnOutcome, list[uuid.UUID
             outcome = TurnOutcome.OPT_OUT
         elif decision.action == Action.ANSWER and decision.text:
             _reply(session, turn, decision.text, reason=decision.step)
+            booking.apply(
+                session,
+                plan,
+                client_id=turn.client_id,
+                conversation_id=conversation.id,
+                timezone=turn.client_settings.timezone,
+                customer_text=turn.customer_text,
+            )
             outcome = TurnOutcome.ANSWER
         outbox_ids = outbox.written(session)
     return outcome, outbox_ids

@@ -85,6 +85,24 @@ class CallbackAnswer:
     alert: bool = False
 
 
+ButtonHandler = Callable[..., CallbackAnswer]  # (session, *, client, data, manager)
+TopicReader = Callable[..., bool]  # (session, *, client, thread_id, telegram_message_id, manager, text): took the message
+_buttons: dict[str, ButtonHandler] = {}  # other cards' buttons, by action (the part of callback_data before "_")
+_readers: list[TopicReader] = []
+
+
+def register_buttons(actions: list[str], handler: ButtonHandler) -> None:
+    """Have `handler` answer presses of these actions (another card's buttons in the topic; wired by the bootstrap)."""
+    for action in actions:
+        _buttons[action] = handler
+
+
+def register_topic_reader(reader: TopicReader) -> None:
+    """Show `reader` every manager's text in a topic first: when it takes the message, it is not a reply to the customer."""
+    if reader not in _readers:
+        _readers.append(reader)
+
+
 def handle_update(update: TgUpdate) -> dict[str, Any]:
     """Handle one Telegram update exactly once; the returned dict is the webhook's response body."""
     callback, message = update.callback_query, update.message
@@ -111,23 +129,33 @@ def handle_update(update: TgUpdate) -> dict[str, Any]:
             return _answer(callback, "Уже обработано")
         if callback is not None:
             manager = Manager(callback.from_user.id, callback.from_user.display_name)
-            result = press(session, client=client, data=callback.data or "", manager=manager)
+            data = callback.data or ""
+            result = _buttons.get(data.partition("_")[0], press)(session, client=client, data=data, manager=manager)
             response = _answer(callback, result.text, alert=result.alert)
         else:
             assert message is not None
             author = message.from_user
             if author is None or author.is_bot:
                 return {"ok": True}
-            reply(
-                session,
-                client=client,
-                thread_id=message.message_thread_id if message.is_topic_message else None,
-                telegram_message_id=message.message_id,
-                manager=Manager(author.id, author.display_name),
-                text=message.text or message.caption or "",
-                file=message.file,
-                other_kind=message.other_kind,
+            thread_id = message.message_thread_id if message.is_topic_message else None
+            manager = Manager(author.id, author.display_name)
+            taken = message.text is not None and any(
+                read(
+                    session, client=client, thread_id=thread_id, telegram_message_id=message.message_id, manager=manager, text=message.text
+                )
+                for read in _readers
             )
+            if not taken:
+                reply(
+                    session,
+                    client=client,
+                    thread_id=thread_id,
+                    telegram_message_id=message.message_id,
+                    manager=manager,
+                    text=message.text or message.caption or "",
+                    file=message.file,
+                    other_kind=message.other_kind,
+                )
             response = {"ok": True}
         queued = outbox.written(session)
     for item_id in queued:

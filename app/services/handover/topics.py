@@ -82,7 +82,7 @@ def _acquire(lock: Lock) -> bool:
         return False  # without Redis a duplicate topic is possible but nothing is lost
 
 
-def _in_topic(delivery: Delivery[Any], send: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
+def in_topic(delivery: Delivery[Any], send: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
     """Run `send(topic_id)`; if the topic was deleted, recreate it once and send again."""
     assert delivery.conversation_id is not None
     topic_id = ensure_topic(delivery.client, delivery.conversation_id)
@@ -107,7 +107,7 @@ def deliver_text(delivery: Delivery[TopicText], save_progress: SaveProgress) -> 
             ids = telegram.send_long(bot, chat_id=chat_id, thread_id=topic_id, text=text)
         return {"message_ids": ids, "topic_id": topic_id}
 
-    return _in_topic(delivery, send)
+    return in_topic(delivery, send)
 
 
 def deliver_media(delivery: Delivery[TopicMedia], save_progress: SaveProgress) -> dict[str, Any]:
@@ -125,7 +125,7 @@ def deliver_media(delivery: Delivery[TopicMedia], save_progress: SaveProgress) -
         def send_note(topic_id: int) -> dict[str, Any]:
             return {"message_ids": [telegram.send_message(bot, chat_id=chat_id, thread_id=topic_id, text=note)]}
 
-        return _in_topic(delivery, send_note)
+        return in_topic(delivery, send_note)
 
     def send(topic_id: int) -> dict[str, Any]:
         message_id = telegram.send_file(
@@ -140,7 +140,7 @@ def deliver_media(delivery: Delivery[TopicMedia], save_progress: SaveProgress) -
         )
         return {"message_ids": [message_id], "topic_id": topic_id}
 
-    return _in_topic(delivery, send)
+    return in_topic(delivery, send)
 
 
 def deliver_card(delivery: Delivery[Card], save_progress: SaveProgress) -> dict[str, Any]:
@@ -182,7 +182,7 @@ def deliver_card(delivery: Delivery[Card], save_progress: SaveProgress) -> dict[
                 session.execute(update(Handover).where(Handover.id == handover_id).values(telegram_message_id=None))
             raise
 
-    return _in_topic(delivery, send_or_recreate)
+    return in_topic(delivery, send_or_recreate)
 
 
 def _card_view(session: Session, handover: Handover) -> card.CardView:
