@@ -25,7 +25,7 @@ from app.schemas.outbox import Card, ManagerText, TopicMedia, TopicText, WhatsAp
 from app.services import clients
 from app.services.channels import outbox
 from app.services.conversation import inbound, scheduling, turn
-from app.services.handover import manager_actions, reminders, topics
+from app.services.handover import bots, manager_actions, reminders, topics
 from app.services.operations import alerts, health
 from app.services.operations.maintenance import Maintenance, Task
 from app.utils.logging import setup_logging
@@ -121,6 +121,7 @@ def worker_process() -> RedisBroker:
 
 
 def forget_process_state() -> None:
-    """Forget what this process remembers between requests: client lookups and returning customers."""
+    """Forget what this process remembers between requests: client lookups, bots' webhook secrets, returning customers."""
     clients.clear_cache()
+    bots.forget()
     inbound.forget_conversations()

@@ -103,6 +103,31 @@ class Settings(BaseSettings):
     debug: bool = False
     admin_token: SecretStr | None = None
     max_body_bytes: int = 256 * 1024
+    # JSON nested deeper than this is refused (422) before it reaches a model: recursion is not a client's to drive
+    max_json_depth: int = 32
+
+    # The service's public base URL (https://bot.example.com), for the webhook URLs the CLI prints
+    public_url: str | None = None
+    # Security. SECRETS_KEY: Fernet keys (comma-separated, the first encrypts, all decrypt: rotation) for the
+    # gateway and bot tokens stored per client; `python -m app.cli secrets generate-key` makes one.
+    secrets_key: SecretStr | None = None
+    # Bearer token for /metrics; unset: /metrics answers 503 (it names every client)
+    metrics_token: SecretStr | None = None
+    # /health (readiness) answers from a result at most this old, so probes cannot drive dependency checks
+    health_cache_seconds: float = 5.0
+    # Rate limits and budgets (Redis, shared by every process); 0 = no limit. Per customer phone:
+    limit_messages_per_minute: int = 20
+    limit_turns_per_hour: int = 60
+    limit_escalations_per_day: int = 5
+    # Per client and day (a client's settings may set its own): language-model calls, seconds of audio transcribed
+    limit_model_calls_per_day: int = 5000
+    limit_transcription_seconds_per_day: int = 4 * 3600
+    # A voice note whose duration can be neither read nor measured is transcribed only up to this size
+    audio_unmeasured_max_bytes: int = 1024 * 1024
+    # Retention, by the maintenance task: messages after a client's retention_days (its settings; default
+    # 180), Telegram updates and finished outbox items after these days
+    telegram_updates_retention_days: int = 30
+    outbox_retention_days: int = 30
 
     # Turn processing
     buffer_wait_seconds: float = 5.0
@@ -122,7 +147,9 @@ class Settings(BaseSettings):
     outbox_max_attempts: int = 6
     maintenance_interval_seconds: float = 15.0
 
-    @field_validator("openai_base_url", "chatflow_url", "qdrant_url", "qdrant_host", "alert_chat_id", "chatflow_instance_id", mode="before")
+    @field_validator(
+        "openai_base_url", "chatflow_url", "qdrant_url", "qdrant_host", "alert_chat_id", "chatflow_instance_id", "public_url", mode="before"
+    )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -151,6 +178,14 @@ class Settings(BaseSettings):
             stripped = value.strip()
             if not stripped or any(marker in stripped.lower() for marker in _PLACEHOLDER_MARKERS):
                 return None
+        return value
+
+    @field_validator("secrets_key", "metrics_token", mode="before")
+    @classmethod
+    def _blank_secret_is_none(cls, value: object) -> object:
+        # Random keys may well contain "xxx": only blank or "changeme" count as not set here.
+        if isinstance(value, str) and (not value.strip() or "changeme" in value.lower()):
+            return None
         return value
 
     @property

@@ -8,7 +8,7 @@ from app.models.conversation import BotStatus, Conversation, ConversationState
 from app.models.handover import OPEN_HANDOVER_STATUSES, Handover, HandoverAction, HandoverEvent, HandoverReason, HandoverStatus
 from app.models.message import Message, MessageRole, MessageStatus, MessageType
 from app.models.outbox import OutboxChannel, OutboxItem, OutboxKind, OutboxStatus
-from app.models.telegram_update import TelegramUpdate
+from app.models.telegram_update import TelegramBot, TelegramUpdate
 from app.models.user import User
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "OutboxItem",
     "OutboxKind",
     "OutboxStatus",
+    "TelegramBot",
     "TelegramUpdate",
     "User",
 ]

@@ -1,6 +1,6 @@
 """Per-client settings kept in clients.settings (JSONB), with the defaults every client starts from."""
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ClientSettings(BaseModel):
@@ -18,3 +18,30 @@ class ClientSettings(BaseModel):
     announce_manager: bool = False
     owner_username: str | None = None
     staff_mute_minutes: int = Field(default=60, ge=1)
+    # Telegram user ids or @usernames allowed to press a card's buttons and reply to customers; empty: any
+    # member of the client's group
+    managers: list[str] = Field(default_factory=list, max_length=200)
+    # Days a customer's messages (text, transcripts, media metadata) are kept
+    retention_days: int = Field(default=180, ge=1, le=3650)
+    # This client's daily budgets; None: the deployment's LIMIT_MODEL_CALLS_PER_DAY / LIMIT_TRANSCRIPTION_SECONDS_PER_DAY
+    limit_model_calls_per_day: int | None = Field(default=None, ge=0)
+    limit_transcription_seconds_per_day: int | None = Field(default=None, ge=0)
+
+    @field_validator("managers", mode="before")
+    @classmethod
+    def _manager_list(cls, value: object) -> object:
+        if isinstance(value, (str, int)):
+            value = [part for part in str(value).replace(",", " ").split() if part]
+        if isinstance(value, list):
+            return [str(item).strip().lower() for item in value if str(item).strip()]
+        return value
+
+    def is_manager(self, user_id: int, username: str | None) -> bool:
+        """Whether this Telegram user may act as a manager (everyone when no list is set)."""
+        if not self.managers:
+            return True
+        return (
+            str(user_id) in self.managers
+            or (username is not None and f"@{username.lower()}" in self.managers)
+            or (username is not None and username.lower() in self.managers)
+        )

@@ -13,6 +13,7 @@ from requests.adapters import HTTPAdapter
 
 from app.config import settings
 from app.models import Client
+from app.utils import crypto
 from app.utils.errors import ConfigError, ExternalServiceError
 from app.utils.text import split_text
 
@@ -54,9 +55,15 @@ class Bot:
         return int(head) if head.isdigit() else 0
 
 
+def default_bot() -> Bot | None:
+    return Bot(settings.telegram_bot_token.get_secret_value()) if settings.telegram_bot_token else None
+
+
 def bot_for(client: Client) -> Bot:
-    """The client's own bot, else the deployment's default bot."""
-    token = client.telegram_bot_token or (settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else None)
+    """The client's own bot (its token decrypted), else the deployment's default bot."""
+    token = crypto.reveal(client.telegram_bot_token) or (
+        settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else None
+    )
     if not token:
         raise ConfigError(f"TELEGRAM_BOT_TOKEN is not set and client '{client.slug}' has no telegram bot token")
     return Bot(token)
