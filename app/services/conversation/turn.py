@@ -367,16 +367,14 @@ def _reply(session: Session, turn: Turn, text_: str, *, reason: str | None = Non
     )
 
 
-def _forward(session: Session, turn: Turn, *, repeat: bool = False) -> uuid.UUID:
-    """The customer's turn into their Telegram topic, escaped so no character can break the message."""
-    body = card.customer_line(turn.customer_name, turn.text or "(сообщение без текста)")
-    if repeat:
-        body = "🔁 Клиент снова просит менеджера\n" + body
-    item = topics.queue_text(session, client_id=turn.client_id, conversation_id=turn.conversation_id, text=body)
+def _forward(session: Session, turn: Turn, *, repeat: bool = False) -> None:
+    """The customer's turn into their Telegram topic, in messages that each fit and that no character can break."""
+    note = "🔁 Клиент снова просит менеджера" if repeat else None
+    for body in card.customer_parts(turn.customer_name, turn.text or "(сообщение без текста)", note=note):
+        topics.queue_text(session, client_id=turn.client_id, conversation_id=turn.conversation_id, text=body)
     for part in turn.parts:
         if part.media and part.type in (*_ATTACHMENTS, MessageType.AUDIO):
             topics.queue_media(session, client_id=turn.client_id, conversation_id=turn.conversation_id, message_id=part.message_id)
-    return item
 
 
 def _count(turn: Turn, decision: Decision, outcome: TurnOutcome) -> None:
