@@ -124,4 +124,5 @@ def forget_process_state() -> None:
     """Forget what this process remembers between requests: client lookups, bots' webhook secrets, returning customers."""
     clients.clear_cache()
     bots.forget()
+    health.forget()
     inbound.forget_conversations()

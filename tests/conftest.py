@@ -83,6 +83,7 @@ os.environ.update(
         # Tokens are stored encrypted: a key of this session's own (a Fernet key is 32 url-safe base64 bytes).
         "SECRETS_KEY": __import__("base64").urlsafe_b64encode(os.urandom(32)).decode(),
         "METRICS_TOKEN": "",
+        "HEALTH_CACHE_SECONDS": "0",  # tests watch /health follow an outage at once; test_exposure sets a cache
         "PUBLIC_URL": "",
     }
 )
