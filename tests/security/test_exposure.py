@@ -17,7 +17,7 @@ from tests.helpers import chatflow_payload
 def _statements() -> Iterator[list[str]]:
     seen: list[str] = []
 
-    def record(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+    def record(conn, cursor, statement, *args):
         seen.append(statement)
 
     event.listen(engine, "before_cursor_execute", record)
