@@ -7,7 +7,7 @@ route() decides who handles the turn; the first row that matches wins:
 |--------------------------------------------------------------|------------------------------------------------------|
 | nothing to read (a reaction, an empty message)               | forward to the open handover, else store             |
 | no words: files, stickers, a voice note not recognised       | forward / store while a handover is open or the bot  |
-|                                                              | is muted; else ask to write (voice) or thank (file)  |
+| (or not listened to: the transcription budget is spent)      | is muted; else ask to write (voice) or thank (file)  |
 | a handover is open                                           | "stop" while it is pending: opt out; else forward    |
 | the bot is muted                                             | a request for a human: escalate; else store          |
 | "stop writing to me"                                         | opt out                                              |
@@ -26,6 +26,7 @@ from app.models import HandoverReason, HandoverStatus
 from app.services import replies
 from app.services.conversation.intent import ESCALATE_INTENTS, Intent, IntentResult, IntentSource
 from app.services.knowledge.kb import Knowledge, KnowledgeHit
+from app.services.operations.limits import Limit
 from app.utils.text import split_text
 
 QUOTE_CHARS = 1000
@@ -50,6 +51,7 @@ class TurnFacts:
     handover: HandoverStatus | None  # the open handover's status
     bot_muted: bool
     escalate_on_no_knowledge: bool  # the client's setting
+    voice_skipped: bool = False  # a voice note was not transcribed: the client's transcription budget is spent
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class Decision:
     reason: HandoverReason | None = None  # why a handover is opened, for ESCALATE
     intent: Intent | None = None
     intent_source: IntentSource | None = None
+    limit: Limit | None = None  # `text` tells the customer about this limit: once per its window (the turn sees to it)
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ def route(facts: TurnFacts, intent: IntentResult | None) -> Decision | None:
     if not facts.words or intent is None:
         if facts.handover or facts.bot_muted:
             return Decision(Action.FORWARD if facts.handover else Action.STORE)
+        if facts.voice_failed_only and facts.voice_skipped:
+            return Decision(Action.ANSWER, text=replies.VOICE_UNAVAILABLE, limit=Limit.TRANSCRIPTION)
         if facts.voice_failed_only:
             return Decision(Action.ANSWER, text=replies.VOICE_NOT_RECOGNISED)
         if facts.attachments_only:
@@ -127,6 +132,27 @@ def model_answered(intent: IntentResult, text: str) -> Decision:
 def model_failed(intent: IntentResult) -> Decision:
     """The model failed after its retry: an honest apology, and a manager."""
     return _decision(Action.ESCALATE, intent, text=replies.FALLBACK_RESPONSES["ai_error"], reason=HandoverReason.AI_ERROR)
+
+
+def flooded() -> Decision:
+    """The customer went over a per-phone rate limit: the turn is stored, and they are asked to slow down."""
+    return Decision(Action.ANSWER, text=replies.RATE_LIMITED, limit=Limit.MESSAGES)
+
+
+def escalations_spent(decision: Decision) -> Decision:
+    """A new handover would go over the customer's daily escalations: managers are not called again."""
+    return Decision(
+        Action.ANSWER,
+        text=replies.ESCALATION_LIMITED,
+        intent=decision.intent,
+        intent_source=decision.intent_source,
+        limit=Limit.ESCALATIONS,
+    )
+
+
+def told_already(decision: Decision) -> Decision:
+    """A limit's notice the customer has had in this window: keep the messages, say nothing."""
+    return Decision(Action.STORE, intent=decision.intent, intent_source=decision.intent_source)
 
 
 def manager_stepped_in(decision: Decision) -> Decision:

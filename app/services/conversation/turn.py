@@ -12,6 +12,7 @@ Runs on the job queue when the turn is due (scheduling.py), under the conversati
 """
 
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -36,12 +37,17 @@ from app.services.conversation.assistant import ChatTurn
 from app.services.conversation.reply_policy import Action, Decision, TurnFacts
 from app.services.handover import card, lifecycle, topics
 from app.services.knowledge import kb
-from app.services.operations import alerts
+from app.services.operations import alerts, limits
+from app.services.operations.limits import Limit
 from app.utils.errors import ConfigError, ExternalServiceError, MediaRejected
 
 logger = logging.getLogger(__name__)
 
 VOICE_FAILED_NOTE = "[голосовое сообщение: не удалось распознать]"
+VOICE_SKIPPED_NOTE = "[голосовое сообщение: не прослушано, лимит распознавания исчерпан]"
+# A voice note whose container says nothing of its length is counted as this many bytes a second (32 kbit/s:
+# more than WhatsApp's Opus uses, so the estimate errs long)
+_UNMEASURED_BYTES_PER_SECOND = 4000
 _ATTACHMENTS = (MessageType.IMAGE, MessageType.VIDEO, MessageType.DOCUMENT)
 _NOTES = {
     MessageType.IMAGE: "[изображение]",
@@ -83,6 +89,7 @@ class TurnPart:
     note: str | None = None
     media: dict[str, Any] | None = None
     failed: bool = False
+    skipped: bool = False  # a voice note not transcribed: the client's budget is spent
 
     @property
     def line(self) -> str:
@@ -126,11 +133,16 @@ class Turn:
             readable=bool(self.text.strip()),
             words=words,
             voice_failed_only=bool(self.parts) and not words and any(p.failed for p in self.parts),
+            voice_skipped=any(p.skipped for p in self.parts),
             attachments_only=not words and any(p.type in _ATTACHMENTS for p in self.parts),
             handover=self.handover_status,
             bot_muted=self.bot_muted,
             escalate_on_no_knowledge=self.client_settings.escalate_on_no_knowledge,
         )
+
+    @property
+    def scope(self) -> limits.Scope:
+        return limits.Scope(self.client_id, self.client_slug, self.phone, self.client_settings)
 
     @property
     def log(self) -> dict[str, Any]:
@@ -160,8 +172,9 @@ def _run_turn(conversation_id: uuid.UUID) -> TurnOutcome:
     if turn is None:
         return TurnOutcome.EMPTY
     try:
-        turn.parts = [_prepare(turn, message) for message in turn.messages]
-        decision = _decide(turn)
+        within = limits.take(Limit.MESSAGES, turn.scope, len(turn.messages)) & limits.take(Limit.TURNS, turn.scope)
+        turn.parts = [_prepare(turn, message, transcribe=within) for message in turn.messages]
+        decision = _limited(turn, _decide(turn) if within else reply_policy.flooded())
         outcome, outbox_ids = _finish(turn, decision)
     except Exception:
         _release(turn)  # the job is retried with backoff; the messages must be there to claim again
@@ -227,14 +240,28 @@ def _history(session: Session, conversation_id: uuid.UUID, turn_id: uuid.UUID) -
     return [ChatTurn("user" if role == MessageRole.USER else "assistant", content) for role, content in reversed(rows)]
 
 
-def _prepare(turn: Turn, message: Message) -> TurnPart:
-    """Read a message as the customer meant it; a voice note is transcribed once and the transcript stored."""
+def _limited(turn: Turn, decision: Decision) -> Decision:
+    """Apply the limits to what was decided: no new handover past the customer's daily escalations, and a
+    limit's notice said once per window (after that the turn is only stored)."""
+    if decision.action == Action.ESCALATE and turn.handover_status is None and not limits.take(Limit.ESCALATIONS, turn.scope):
+        decision = reply_policy.escalations_spent(decision)
+    if decision.limit is not None and not limits.first_notice(decision.limit, turn.scope):
+        return reply_policy.told_already(decision)
+    return decision
+
+
+def _prepare(turn: Turn, message: Message, *, transcribe: bool = True) -> TurnPart:
+    """Read a message as the customer meant it; a voice note is transcribed once and the transcript stored
+    (not while the customer is over a rate limit: `transcribe` False)."""
     meta = message.meta or {}
     media = meta.get("media") if isinstance(meta.get("media"), dict) else None
     if message.type == MessageType.AUDIO:
         transcript = meta.get("transcript")
-        if transcript is None:
-            transcript = _transcribe(turn, message, media)
+        if transcript is None and transcribe:
+            try:
+                transcript = _transcribe(turn, message, media)
+            except _BudgetSpent:
+                return TurnPart(message.id, MessageType.AUDIO, "", VOICE_SKIPPED_NOTE, media, failed=True, skipped=True)
         if not transcript:
             return TurnPart(message.id, MessageType.AUDIO, "", VOICE_FAILED_NOTE, media, failed=True)
         return TurnPart(message.id, MessageType.AUDIO, transcript, None, media)
@@ -247,12 +274,29 @@ def _prepare(turn: Turn, message: Message) -> TurnPart:
     return TurnPart(message.id, message.type, message.content)
 
 
+class _BudgetSpent(Exception):
+    """The client's transcription seconds for today are spent."""
+
+
 def _transcribe(turn: Turn, message: Message, media: dict[str, Any] | None) -> str | None:
-    """Download and transcribe a voice note; None when that failed (the customer is asked to write instead)."""
+    """Download and transcribe a voice note; None when that failed (the customer is asked to write instead).
+
+    Its length is known before it is paid for: read from the container (a declared `seconds` may be wrong),
+    else the declared one or the bytes' worth, whichever is longer; a file whose length cannot be read at all
+    is transcribed only up to AUDIO_UNMEASURED_MAX_BYTES. _BudgetSpent when today's seconds are spent."""
     try:
         if not media:
             raise MediaRejected("missing")
         blob = fetch_media(media=media)
+        seconds = stt.duration_seconds(blob.data)
+        if seconds is None:
+            if len(blob.data) > settings.audio_unmeasured_max_bytes:
+                raise MediaRejected("too_long", "a voice note of unknown length, larger than AUDIO_UNMEASURED_MAX_BYTES")
+            seconds = max(blob.seconds or 0.0, len(blob.data) / _UNMEASURED_BYTES_PER_SECOND)
+        if seconds > settings.media_max_seconds:
+            raise MediaRejected("too_long")
+        if not limits.take(Limit.TRANSCRIPTION, turn.scope, math.ceil(seconds)):
+            raise _BudgetSpent
         transcript = stt.transcribe(audio=blob.data, filename=blob.filename, mimetype=blob.mimetype).text.strip()
     except (MediaRejected, ExternalServiceError, ConfigError) as exc:
         logger.warning("turn.voice_failed", extra={**turn.log, "error_type": type(exc).__name__, "reason": getattr(exc, "reason", None)})
@@ -269,9 +313,17 @@ def _transcribe(turn: Turn, message: Message, media: dict[str, Any] | None) -> s
 
 def _decide(turn: Turn) -> Decision:
     """The policy decides; this gathers what it needs: the intent, then (for the bot's own answer) the knowledge
-    and the model's reply."""
+    and the model's reply. A turn that consults the model counts once against the client's daily budget;
+    with the budget spent it is decided as without a model."""
     facts = turn.facts
-    found = intent.classify(turn.customer_text, history=turn.history) if facts.words else None
+    budget: list[bool] = []
+
+    def model_allowed() -> bool:
+        if not budget:
+            budget.append(limits.take(Limit.MODEL_CALLS, turn.scope))
+        return budget[0]
+
+    found = intent.classify(turn.customer_text, history=turn.history, model_allowed=model_allowed) if facts.words else None
     routed = reply_policy.route(facts, found)
     if routed is not None:
         return routed
@@ -280,6 +332,8 @@ def _decide(turn: Turn) -> Decision:
     step = reply_policy.answer(facts, found, knowledge, model_configured=assistant.is_configured())
     if isinstance(step, Decision):
         return step
+    if not model_allowed():
+        return reply_policy.without_model(facts, found, knowledge)
     try:
         reply = assistant.generate_reply(
             system_prompt=turn.prompt,
