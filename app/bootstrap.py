@@ -26,7 +26,7 @@ from app.services import clients
 from app.services.channels import outbox
 from app.services.conversation import inbound, scheduling, turn
 from app.services.handover import bots, manager_actions, reminders, topics
-from app.services.operations import alerts, health
+from app.services.operations import alerts, health, retention
 from app.services.operations.maintenance import Maintenance, Task
 from app.utils.logging import setup_logging
 
@@ -89,6 +89,7 @@ def maintenance_tasks() -> list[Task]:
         ("outbox", outbox.redrive),  # sends likewise
         ("handovers", reminders.check_pending),  # reminders and auto-close
         ("alerts", health.run_checks),  # health checks, and the alerts they and the error counters raise
+        ("retention", retention.prune_if_due),  # personal data past its retention, hourly
     ]
 
 
