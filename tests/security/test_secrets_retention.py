@@ -14,7 +14,7 @@ from sqlalchemy.exc import DataError
 from app import bootstrap, cli
 from app.config import settings
 from app.db import session_scope
-from app.models import Client, Message, OutboxItem, TelegramUpdate
+from app.models import Client, Message, OutboxItem, OutboxStatus, TelegramUpdate
 from app.services.operations import retention
 from tests.helpers import chatflow_payload, wait_until
 
@@ -63,7 +63,8 @@ def test_keys_rotate_and_plain_text_tokens_are_encrypted(api, make_client, llm, 
     llm.set_reply("Здравствуйте!")
     for slug, phone in (("salon", "77015550708"), ("legacy", "77015550709")):
         api.post(f"/webhook/{slug}", json=chatflow_payload("Привет", phone=phone))
-    assert wait_until(lambda: sorted(m.token for m in chatflow.sent())) == sorted([TOKEN, "legacy-plain-token"])
+    wait_until(lambda: len(chatflow.sent()) == 2, message="both answers")
+    assert sorted(m.token for m in chatflow.sent()) == sorted([TOKEN, "legacy-plain-token"])
 
 
 def test_database_errors_do_not_carry_the_values(api, make_client):
@@ -81,7 +82,7 @@ def test_retention_prunes_in_the_maintenance_task(api, make_client, llm, chatflo
     llm.set_reply("Здравствуйте!")
     for slug, phone in (("salon", "77015550710"), ("archive", "77015550711")):
         api.post(f"/webhook/{slug}", json=chatflow_payload(f"Привет от {slug}", phone=phone))
-    wait_until(lambda: len(chatflow.sent_texts()) == 2)
+    wait_until(lambda: _all_sent(2), message="both answers recorded as sent")
     old = func.now() - text("interval '200 days'")
     with session_scope() as session:
         session.execute(update(Message).values(created_at=old))
@@ -89,7 +90,7 @@ def test_retention_prunes_in_the_maintenance_task(api, make_client, llm, chatflo
         session.add(TelegramUpdate(bot_id=1, update_id=1, received_at=old))
         session.add(TelegramUpdate(bot_id=1, update_id=2))
     api.post("/webhook/salon", json=chatflow_payload("Сегодняшнее сообщение", phone="77015550710"))
-    wait_until(lambda: len(chatflow.sent_texts()) == 3)
+    wait_until(lambda: _all_sent(3), message="today's answer recorded as sent")
 
     retention.prune()
 
@@ -100,3 +101,9 @@ def test_retention_prunes_in_the_maintenance_task(api, make_client, llm, chatflo
     # salon's (180 days) old exchange is gone; the archive client keeps 365 days; today's stays
     assert kept == sorted(["Привет от archive", "Здравствуйте!", "Сегодняшнее сообщение", "Здравствуйте!"])
     assert outbox == 1 and updates == [2]
+
+
+def _all_sent(count: int) -> bool:
+    with session_scope() as session:
+        statuses = list(session.scalars(select(OutboxItem.status)))
+    return len(statuses) == count and all(status == OutboxStatus.SENT for status in statuses)

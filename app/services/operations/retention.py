@@ -12,7 +12,7 @@ from app.config import settings
 from app.db import session_scope
 from app.models import Client, MessageStatus, OutboxStatus
 from app.redis_client import redis_client
-from app.services import clients
+from app.schemas.client import ClientSettings
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,8 @@ _OUTBOX = f"""
 def prune() -> dict[str, int]:
     """Delete what is past its retention; how many rows of each kind."""
     with session_scope() as session:
-        retention = [(client.id, clients.settings_of(client).retention_days) for client in session.scalars(select(Client))]
+        rows = session.execute(select(Client.id, Client.settings)).all()
+    retention = [(client_id, ClientSettings.model_validate(own or {}).retention_days) for client_id, own in rows]
     deleted = {
         "messages": sum(_in_batches(_MESSAGES, {"client_id": client_id, "days": days}) for client_id, days in retention),
         "telegram_updates": _in_batches(_TELEGRAM_UPDATES, {"days": settings.telegram_updates_retention_days}),
