@@ -39,7 +39,8 @@ def test_a_new_client_gets_a_secret_and_refuses_deliveries_without_it(api, capsy
 
 
 def test_the_secret_is_kept_only_as_a_digest(api, capsys):
-    secret = _create(capsys)["webhook_secret"]
+    secret = _create(capsys).get("webhook_secret", "")
+    assert len(secret) >= 32
     with session_scope() as session:
         row = session.execute(select(Client.__table__).where(Client.slug == "lotos")).one()._asdict()
     assert secret not in json.dumps(row, default=str)
@@ -65,14 +66,15 @@ def test_a_client_without_a_secret_refuses_unless_insecure_was_chosen(api, capsy
     assert listed == {"lotos": "INSECURE (no secret, accepted)", "plain": "no secret: deliveries refused"}
 
 
-def test_a_forged_from_me_delivery_cannot_mute_the_bot(api, make_client, llm, chatflow):
-    make_client("salon")
+def test_a_forged_from_me_delivery_cannot_mute_the_bot(api, capsys, llm, chatflow):
+    created = _create(capsys, "--chatflow-token", "cf-token", "--chatflow-instance", "inst")  # as an operator would
+    gateway = {"X-Webhook-Secret": created.get("webhook_secret", "")}
     phone = "77015550404"
-    assert api.post("/webhook/salon", json=chatflow_payload("Привет", phone=phone)).status_code == 200
+    assert api.post("/webhook/lotos", json=chatflow_payload("Привет", phone=phone), headers=gateway).status_code == 200
     wait_until(lambda: chatflow.sent_texts(phone), message="the bot's answer")
     forged = chatflow_payload("Мы сами ответим", phone=phone)
     forged["metadata"]["fromMe"] = True
-    assert api.post("/webhook/salon", json=forged, headers=NO_SECRET).status_code == 401
+    assert api.post("/webhook/lotos", json=forged, headers=NO_SECRET).status_code == 401
     with session_scope() as session:
         conversation = session.scalar(select(Conversation))
         assert conversation is not None and conversation.bot_muted_until is None
