@@ -20,6 +20,7 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from app.config import settings
+from app.db import session_scope
 from app.queue import QUEUE, Job, broker
 from app.schemas.outbox import Card, ManagerText, TopicMedia, TopicText, WhatsAppText
 from app.services import clients
@@ -97,6 +98,7 @@ def maintenance_tasks() -> list[Task]:
 def background_work() -> Iterator[None]:
     """The API process's in-process worker and maintenance thread (WORKER_MODE=inprocess), stopped on exit."""
     wire()
+    _warn_weaknesses()
     worker: dramatiq.Worker | None = None
     maintenance: Maintenance | None = None
     if settings.worker_mode == "inprocess":
@@ -111,6 +113,18 @@ def background_work() -> Iterator[None]:
             maintenance.stop()
         if worker is not None:
             worker.stop(timeout=10_000)
+
+
+def _warn_weaknesses() -> None:
+    """Say at start-up what the operator left open (clients carried over from before webhook secrets, say)."""
+    try:
+        with session_scope() as session:
+            found = clients.weaknesses(session)
+    except Exception as exc:  # the database may not be up yet: the service starts anyway
+        logger.warning("security.check_skipped", extra={"error_type": type(exc).__name__})
+        return
+    if any(found.values()):
+        logger.warning("security.weaknesses", extra=found)
 
 
 def worker_process() -> RedisBroker:

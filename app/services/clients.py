@@ -137,6 +137,18 @@ def reseal_tokens(session: Session) -> int:
     return count
 
 
+def weaknesses(session: Session) -> dict[str, list[str]]:
+    """Active clients whose webhook takes unauthenticated deliveries, and those with a token in plain text
+    (stored before encryption existed: `secrets rotate`)."""
+    found: dict[str, list[str]] = {"webhook_without_secret": [], "plain_text_tokens": []}
+    for client in session.scalars(select(Client).where(Client.is_active).order_by(Client.slug)):
+        if client.webhook_secret_hash is None and client.webhook_insecure:
+            found["webhook_without_secret"].append(client.slug)
+        if any(token is not None and not crypto.is_sealed(token) for token in (client.chatflow_token, client.telegram_bot_token)):
+            found["plain_text_tokens"].append(client.slug)
+    return found
+
+
 def list_all(session: Session) -> list[Client]:
     return list(session.scalars(select(Client).order_by(Client.slug)))
 

@@ -4,9 +4,10 @@ operator explicitly chose otherwise, and a delivery without it is refused before
 import json
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app import cli
+from app.config import settings
 from app.db import session_scope
 from app.models import Client, Conversation
 from tests.helpers import chatflow_payload, wait_until
@@ -78,3 +79,17 @@ def test_a_forged_from_me_delivery_cannot_mute_the_bot(api, capsys, llm, chatflo
     with session_scope() as session:
         conversation = session.scalar(select(Conversation))
         assert conversation is not None and conversation.bot_muted_until is None
+
+
+def test_what_was_left_open_is_named_at_start_up(api, capsys, make_client, caplog, monkeypatch):
+    from app import bootstrap
+
+    monkeypatch.setattr(settings, "worker_mode", "off")  # the session's worker is running already
+    _create(capsys, "--insecure-no-secret")
+    make_client("legacy")
+    with session_scope() as session:  # a token stored before encryption existed
+        session.execute(update(Client).where(Client.slug == "legacy").values(chatflow_token="plain"))
+    with caplog.at_level("WARNING"), bootstrap.background_work():
+        pass
+    [record] = [r for r in caplog.records if r.getMessage() == "security.weaknesses"]
+    assert record.webhook_without_secret == ["lotos"] and record.plain_text_tokens == ["legacy"]  # type: ignore[attr-defined]
