@@ -92,4 +92,4 @@ def test_what_was_left_open_is_named_at_start_up(api, capsys, make_client, caplo
     with caplog.at_level("WARNING"), bootstrap.background_work():
         pass
     [record] = [r for r in caplog.records if r.getMessage() == "security.weaknesses"]
-    assert record.webhook_without_secret == ["lotos"] and record.plain_text_tokens == ["legacy"]  # type: ignore[attr-defined]
+    assert record.webhook_without_secret == ["lotos"] and record.plain_text_tokens == ["legacy"]
