@@ -91,7 +91,7 @@ def get_by_slug(session: Session, slug: str) -> Client:
 
 def settings_of(client: Client) -> ClientSettings:
     """The client's tunables with defaults filled in."""
-    return ClientSettings.model_validate(client.settings or {})
+    return ClientSettings.from_stored(client.settings)
 
 
 def create(session: Session, *, slug: str, name: str, **fields: Any) -> Client:

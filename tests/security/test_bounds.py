@@ -82,3 +82,21 @@ def test_an_oversize_chunked_body_gets_413(api, make_client):
     )
     assert response.status_code == 413
     assert stored_messages() == 0
+
+
+def test_settings_are_bounded_and_an_old_out_of_bound_one_never_stops_a_client(api, make_client, llm, chatflow, capsys):
+    from sqlalchemy import update
+
+    from app import cli
+    from app.db import session_scope
+    from app.models import Client
+
+    make_client("salon")
+    assert cli.main(["client", "update", "--slug", "salon", "--set", f"mute_minutes_first={10**30}"]) == 2
+    assert "mute_minutes_first" in capsys.readouterr().err
+    with session_scope() as session:  # stored before the bound existed
+        session.execute(update(Client).values(settings={"mute_minutes_first": 10**30, "staff_mute_minutes": 10**30}))
+    clients.clear_cache()
+    llm.set_reply("Здравствуйте!")
+    assert api.post("/webhook/salon", json=chatflow_payload("Привет", phone="77015550507")).json() == {"status": "ok"}
+    assert wait_until(lambda: chatflow.sent_texts("77015550507")) == ["Здравствуйте!"]

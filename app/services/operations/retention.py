@@ -62,7 +62,7 @@ def prune() -> dict[str, int]:
     """Delete what is past its retention; how many rows of each kind."""
     with session_scope() as session:
         rows = session.execute(select(Client.id, Client.settings)).all()
-    retention = [(client_id, ClientSettings.model_validate(own or {}).retention_days) for client_id, own in rows]
+    retention = [(client_id, ClientSettings.from_stored(own).retention_days) for client_id, own in rows]
     deleted = {
         "messages": sum(_in_batches(_MESSAGES, {"client_id": client_id, "days": days}) for client_id, days in retention),
         "telegram_updates": _in_batches(_TELEGRAM_UPDATES, {"days": settings.telegram_updates_retention_days}),
