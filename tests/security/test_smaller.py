@@ -74,3 +74,9 @@ def test_yaml_aliases_are_refused(api, admin):
 def test_the_image_leaves_secrets_and_history_out():
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")}
     assert {".env", ".git", ".venv", "data/"} <= ignored
+
+
+def test_deep_json_to_the_admin_api_is_a_readable_422(api, admin):
+    body = '{"source": "a.md", "text": ' + "[" * 5000 + "]" * 5000 + "}"
+    response = api.post("/admin/clients/salon/kb/documents", content=body, headers={**AUTH, "content-type": "application/json"})
+    assert response.status_code == 422 and "nested" in response.json()["detail"]
