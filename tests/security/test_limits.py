@@ -126,3 +126,16 @@ def test_escalations_past_the_daily_limit_do_not_call_managers_again(api, make_c
     with session_scope() as session:
         assert len(list(session.scalars(select(Handover.id)))) == 1
     assert len(_limit_alerts()) == 1
+
+
+def test_a_turn_superseded_by_a_new_message_is_not_counted_twice(api, make_client, llm, chatflow, monkeypatch):
+    monkeypatch.setattr(settings, "limit_messages_per_minute", 2)
+    make_client("salon")
+    llm.set_reply("Маникюр стоит 7000 тенге.")
+    llm.latency = 1.5
+    _say(api, "Здравствуйте")
+    in_flight = lambda: [r for r in llm.requests if "/chat/completions" in r.path]  # noqa: E731
+    wait_until(in_flight, message="the model asked about the first message")
+    _say(api, "Сколько стоит маникюр?")  # while the answer is being written: that turn is superseded
+    assert wait_until(lambda: chatflow.sent_texts(PHONE), timeout=15) == ["Маникюр стоит 7000 тенге."]
+    assert len(llm.chat_requests()) == 2

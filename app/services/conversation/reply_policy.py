@@ -134,9 +134,9 @@ def model_failed(intent: IntentResult) -> Decision:
     return _decision(Action.ESCALATE, intent, text=replies.FALLBACK_RESPONSES["ai_error"], reason=HandoverReason.AI_ERROR)
 
 
-def flooded() -> Decision:
+def flooded(limit: Limit) -> Decision:
     """The customer went over a per-phone rate limit: the turn is stored, and they are asked to slow down."""
-    return Decision(Action.ANSWER, text=replies.RATE_LIMITED, limit=Limit.MESSAGES)
+    return Decision(Action.ANSWER, text=replies.RATE_LIMITED, limit=limit)
 
 
 def escalations_spent(decision: Decision) -> Decision:

@@ -172,13 +172,17 @@ def _run_turn(conversation_id: uuid.UUID) -> TurnOutcome:
     if turn is None:
         return TurnOutcome.EMPTY
     try:
-        within = limits.take(Limit.MESSAGES, turn.scope, len(turn.messages)) & limits.take(Limit.TURNS, turn.scope)
-        turn.parts = [_prepare(turn, message, transcribe=within) for message in turn.messages]
-        decision = _limited(turn, _decide(turn) if within else reply_policy.flooded())
+        counts = ((Limit.MESSAGES, len(turn.messages)), (Limit.TURNS, 1))
+        over = [limit for limit, amount in counts if not limits.take(limit, turn.scope, amount)]
+        turn.parts = [_prepare(turn, message, transcribe=not over) for message in turn.messages]
+        decision = _limited(turn, reply_policy.flooded(over[0]) if over else _decide(turn))
         outcome, outbox_ids = _finish(turn, decision)
     except Exception:
         _release(turn)  # the job is retried with backoff; the messages must be there to claim again
         raise
+    if outcome == TurnOutcome.SUPERSEDED:  # its messages are counted again by the turn that answers them
+        limits.give_back(Limit.MESSAGES, turn.scope, len(turn.messages))
+        limits.give_back(Limit.TURNS, turn.scope, 1)
     for outbox_id in outbox_ids:
         outbox.deliver(outbox_id)
     _count(turn, decision, outcome)

@@ -6,6 +6,7 @@ steps are skipped; the customer is told once per window and the operator once a 
 Without Redis the limits are not enforced (logged): a missing cache must not silence the bot.
 """
 
+import contextlib
 import logging
 import time
 import uuid
@@ -73,10 +74,16 @@ def maximum(limit: Limit, scope: Scope) -> int:
     }[limit]
 
 
-def _key(kind: str, limit: Limit, scope: Scope) -> str:
-    window = int(time.time()) // _WINDOW_SECONDS[limit]
-    who = f"{scope.client_id}:{scope.phone}" if limit in _PER_PHONE else str(scope.client_id)
-    return f"limit:{kind}:{limit}:{who}:{window}"
+_TOLD_SECONDS = 3600  # a customer hears about a limit at most once an hour, however short its window
+_ALERTED_SECONDS = 86400  # the operator, once a day per limit and client
+
+
+def _key(kind: str, limit: Limit, who: str, seconds: int) -> str:
+    return f"limit:{kind}:{limit}:{who}:{int(time.time()) // seconds}"
+
+
+def _who(limit: Limit, scope: Scope) -> str:
+    return f"{scope.client_id}:{scope.phone}" if limit in _PER_PHONE else str(scope.client_id)
 
 
 def take(limit: Limit, scope: Scope, amount: int = 1) -> bool:
@@ -85,7 +92,7 @@ def take(limit: Limit, scope: Scope, amount: int = 1) -> bool:
     most = maximum(limit, scope)
     if most <= 0 or amount <= 0:
         return True
-    key = _key("count", limit, scope)
+    key = _key("count", limit, _who(limit, scope), _WINDOW_SECONDS[limit])
     try:
         pipe = redis_client.pipeline(transaction=False)
         pipe.incrby(key, amount)
@@ -97,21 +104,27 @@ def take(limit: Limit, scope: Scope, amount: int = 1) -> bool:
     if used <= most:
         return True
     logger.warning("limits.exceeded", extra={"limit": limit, "client": scope.client_slug, "phone": scope.phone, "used": used, "max": most})
-    if _first("alerted", limit, scope, per_client=True):
+    if _first(_key("alerted", limit, str(scope.client_id), _ALERTED_SECONDS), _ALERTED_SECONDS):
         alerts.fire(f"limit:{limit}:{scope.client_slug}", f"Client '{scope.client_slug}': {_ALERTS[limit].format(max=most)}")
     return False
 
 
+def give_back(limit: Limit, scope: Scope, amount: int) -> None:
+    """Uncount what a turn counted but did not use (it was superseded: a later turn counts its messages again)."""
+    if maximum(limit, scope) <= 0 or amount <= 0:
+        return
+    with contextlib.suppress(redis.RedisError):
+        redis_client.decrby(_key("count", limit, _who(limit, scope), _WINDOW_SECONDS[limit]), amount)
+
+
 def first_notice(limit: Limit, scope: Scope) -> bool:
-    """Whether the customer is yet to be told about this limit in its current window (and now counts as told)."""
-    return _first("told", limit, scope, per_client=False)
+    """Whether the customer is yet to be told about this limit this hour (and now counts as told)."""
+    seconds = max(_TOLD_SECONDS, _WINDOW_SECONDS[limit])
+    return _first(_key("told", limit, _who(limit, scope), seconds), seconds)
 
 
-def _first(kind: str, limit: Limit, scope: Scope, *, per_client: bool) -> bool:
-    key = _key(kind, limit, scope)
-    if per_client:
-        key = f"limit:{kind}:{limit}:{scope.client_id}:{int(time.time()) // 86400}"
+def _first(key: str, seconds: int) -> bool:
     try:
-        return bool(redis_client.set(key, 1, nx=True, ex=_WINDOW_SECONDS[limit] + 60))
+        return bool(redis_client.set(key, 1, nx=True, ex=seconds + 60))
     except redis.RedisError:
         return True
