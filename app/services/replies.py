@@ -26,7 +26,7 @@ OPT_OUT_ACK = "Хорошо, больше не буду писать. Если �
 VOICE_NOT_RECOGNISED = "Не удалось распознать голосовое, напишите, пожалуйста, текстом."
 MEDIA_RECEIVED = "Спасибо, файл получили. Напишите, пожалуйста, текстом, чем мы можем помочь."
 
-# Limits (services/operations/limits.py): said once per window, and only what is true: the messages are stored.
+# Limits (services/operations/limits.py): said at most once an hour, and only what is true: the messages are stored.
 RATE_LIMITED = (
     "Сообщения сохранены, но их сейчас слишком много, чтобы ответить на каждое. Пожалуйста, напишите вопрос одним сообщением чуть позже."
 )

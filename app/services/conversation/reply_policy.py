@@ -63,7 +63,7 @@ class Decision:
     reason: HandoverReason | None = None  # why a handover is opened, for ESCALATE
     intent: Intent | None = None
     intent_source: IntentSource | None = None
-    limit: Limit | None = None  # `text` tells the customer about this limit: once per its window (the turn sees to it)
+    limit: Limit | None = None  # `text` tells the customer about this limit: at most once an hour (the turn sees to it)
 
 
 @dataclass(frozen=True)

@@ -246,7 +246,7 @@ def _history(session: Session, conversation_id: uuid.UUID, turn_id: uuid.UUID) -
 
 def _limited(turn: Turn, decision: Decision) -> Decision:
     """Apply the limits to what was decided: no new handover past the customer's daily escalations, and a
-    limit's notice said once per window (after that the turn is only stored)."""
+    limit's notice said at most once an hour (after that the turn is only stored)."""
     if decision.action == Action.ESCALATE and turn.handover_status is None and not limits.take(Limit.ESCALATIONS, turn.scope):
         decision = reply_policy.escalations_spent(decision)
     if decision.limit is not None and not limits.first_notice(decision.limit, turn.scope):

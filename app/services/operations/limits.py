@@ -1,7 +1,8 @@
 """Rate limits and budgets, counted in Redis so every process shares them: per customer phone (messages a
 minute, turns an hour, escalations a day) and per client (language-model calls and seconds of audio
 transcribed a day). A limit never loses a message: the turn that goes over it is stored and only its expensive
-steps are skipped; the customer is told once per window and the operator once a day per limit and client.
+steps are skipped; the customer is told at most once an hour (or once a day, for a daily limit) and the operator
+once a day per limit and client.
 
 Without Redis the limits are not enforced (logged): a missing cache must not silence the bot.
 """
