@@ -2,7 +2,7 @@
 
 import hmac
 from collections.abc import Iterator
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Request
 from fastapi.exceptions import RequestValidationError
@@ -38,6 +38,23 @@ DbSession = Annotated[Session, Depends(get_db)]
 # The body unparsed (its size bounded by the middleware), for routes that authenticate before they parse.
 RawBody = Annotated[bytes, Depends(_raw_body)]
 ClientIdFromSlug = Annotated[str, Depends(get_client_id)]
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI `requestBody` of a route that reads its body itself (parse_body), the model's references
+    inlined (they would point at the document's root otherwise)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        return [inline(item) for item in node] if isinstance(node, list) else node
+
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
 
 
 def parse_body(model: type[M], body: bytes) -> M:

@@ -176,3 +176,13 @@ def test_every_acknowledgement_has_the_documented_shape(api, llm, chatflow, make
     assert all(set(ack) <= set(WebhookAck.model_fields) for ack in acks) and "reason" not in acks[0]
     documented = app.openapi()["paths"]["/webhook/{client_slug}"]["post"]["responses"]["200"]["content"]["application/json"]
     assert documented["schema"] == {"$ref": "#/components/schemas/WebhookAck"}
+
+
+def test_the_api_description_documents_the_bodies_read_by_the_routes_themselves():
+    from app.main import app
+
+    spec = app.openapi()
+    webhook = spec["paths"]["/webhook/{client_slug}"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    telegram = spec["paths"]["/telegram-webhook/{bot_id}"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert "remoteJid" in json.dumps(webhook) and "callback_query" in json.dumps(telegram)
+    assert "#/$defs/" not in json.dumps(spec)  # every reference resolves

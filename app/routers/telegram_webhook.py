@@ -4,13 +4,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path
 
 from app.config import settings
-from app.dependencies import RawBody, parse_body
+from app.dependencies import RawBody, body_schema, parse_body
 from app.schemas.telegram import TgUpdate
 from app.services.handover import bots, manager_actions
 from app.utils.errors import ConfigError, Unauthorized
 
 router = APIRouter(tags=["telegram"])
-_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": TgUpdate.model_json_schema()}}}}
+_BODY = body_schema(TgUpdate)
 SecretHeader = Annotated[str | None, Header(alias="X-Telegram-Bot-Api-Secret-Token")]
 
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from app.config import settings
-from app.dependencies import parse_body
+from app.dependencies import body_schema, parse_body
 from app.schemas.chatflow import ChatFlowWebhook, WebhookAck
 from app.services import clients
 from app.services.conversation import inbound
@@ -22,7 +22,7 @@ _threads = ThreadPoolExecutor(max_workers=settings.http_threads, thread_name_pre
     "/webhook/{client_slug}",
     response_model=None,
     responses={200: {"model": WebhookAck, "description": "Stored once and scheduled (ok), seen before (duplicate), or ignored"}},
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": ChatFlowWebhook.model_json_schema()}}}},
+    openapi_extra=body_schema(ChatFlowWebhook),
 )
 async def receive_message(
     client_slug: str,
