@@ -20,6 +20,7 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from app.config import settings
+from app.db import session_scope
 from app.queue import QUEUE, Job, broker
 from app.schemas.outbox import BookingCard, Card, ManagerMedia, ManagerText, TopicMedia, TopicText, WhatsAppText
 from app.services import clients
@@ -27,8 +28,8 @@ from app.services.booking import card as booking_card
 from app.services.booking import manager as booking_manager
 from app.services.channels import media_store, outbox
 from app.services.conversation import inbound, scheduling, turn
-from app.services.handover import manager_actions, reminders, topics
-from app.services.operations import alerts, health
+from app.services.handover import bots, manager_actions, reminders, topics
+from app.services.operations import alerts, health, retention
 from app.services.operations.maintenance import Maintenance, Task
 from app.utils.logging import setup_logging
 
@@ -96,6 +97,7 @@ def maintenance_tasks() -> list[Task]:
         ("handovers", reminders.check_open),  # reminders and auto-close of pending and taken handovers
         ("media", media_store.remove_expired),  # managers' files past their expiry
         ("alerts", health.run_checks),  # health checks, and the alerts they and the error counters raise
+        ("retention", retention.prune_if_due),  # personal data past its retention, hourly
     ]
 
 
@@ -103,6 +105,7 @@ def maintenance_tasks() -> list[Task]:
 def background_work() -> Iterator[None]:
     """The API process's in-process worker and maintenance thread (WORKER_MODE=inprocess), stopped on exit."""
     wire()
+    _warn_weaknesses()
     worker: dramatiq.Worker | None = None
     maintenance: Maintenance | None = None
     if settings.worker_mode == "inprocess":
@@ -119,6 +122,18 @@ def background_work() -> Iterator[None]:
             worker.stop(timeout=10_000)
 
 
+def _warn_weaknesses() -> None:
+    """Say at start-up what the operator left open (clients carried over from before webhook secrets, say)."""
+    try:
+        with session_scope() as session:
+            found = clients.weaknesses(session)
+    except Exception as exc:  # the database may not be up yet: the service starts anyway
+        logger.warning("security.check_skipped", extra={"error_type": type(exc).__name__})
+        return
+    if any(found.values()):
+        logger.warning("security.weaknesses", extra=found)
+
+
 def worker_process() -> RedisBroker:
     """For `dramatiq app.worker`: logging, wiring, and the broker set as Dramatiq's global one (its CLI looks there)."""
     configure_logging()
@@ -128,6 +143,8 @@ def worker_process() -> RedisBroker:
 
 
 def forget_process_state() -> None:
-    """Forget what this process remembers between requests: client lookups and returning customers."""
+    """Forget what this process remembers between requests: client lookups, bots' webhook secrets, returning customers."""
     clients.clear_cache()
+    bots.forget()
+    health.forget()
     inbound.forget_conversations()

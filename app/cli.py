@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import sys
 import time
 import uuid
@@ -29,7 +30,8 @@ from app.services.booking import catalog
 from app.services.booking.store import store as booking_store
 from app.services.channels import telegram
 from app.services.conversation import intent, sensitive
-from app.services.handover import report
+from app.services.handover import bots, report
+from app.utils import crypto
 from app.utils.errors import ConfigError, TrufflesError
 
 Command = Callable[[argparse.Namespace], int]
@@ -48,9 +50,30 @@ def _client_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields["prompt"] = Path(args.prompt_file).read_text(encoding="utf-8")
     if args.generate_secret:
         fields["webhook_secret"] = clients.new_webhook_secret()
+    if args.insecure_no_secret:
+        if args.webhook_secret or args.generate_secret:
+            raise TrufflesError("--insecure-no-secret cannot be combined with a webhook secret")
+        fields["webhook_insecure"] = True
     if args.set:
         fields["settings"] = dict(_parse_setting(item) for item in args.set)
     return fields
+
+
+def _webhook_security(client: Client) -> str:
+    if client.webhook_secret_hash:
+        return "secret"
+    return "INSECURE (no secret, accepted)" if client.webhook_insecure else "no secret: deliveries refused"
+
+
+def _webhook_setup(slug: str, secret: str, public_url: str | None) -> dict[str, str]:
+    """What to configure in ChatFlow, shown once (only the secret's digest is stored)."""
+    base = (public_url or settings.public_base_url or "https://<your-host>").rstrip("/")
+    print(f"the webhook secret is shown only now: give ChatFlow {base}/webhook/{slug} and the secret", file=sys.stderr)
+    return {
+        "webhook_url": f"{base}/webhook/{slug}",
+        "webhook_secret": secret,  # sent as the X-Webhook-Secret header
+        "webhook_url_with_secret": f"{base}/webhook/{slug}?secret={secret}",  # for a gateway that cannot set headers
+    }
 
 
 def _parse_setting(item: str) -> tuple[str, Any]:
@@ -70,23 +93,36 @@ def _describe(client: Client) -> dict[str, Any]:
         "name": client.name,
         "active": client.is_active,
         "webhook": f"/webhook/{client.slug}",
-        "webhook_secret": "set" if client.webhook_secret else "none",
-        "chatflow": "own" if client.chatflow_token else "default",
+        "webhook_security": _webhook_security(client),
+        "chatflow": _token_state(client.chatflow_token),
         "telegram_chat_id": client.telegram_chat_id,
-        "telegram_bot": "own" if client.telegram_bot_token else "default",
+        "telegram_bot": _token_state(client.telegram_bot_token, client.telegram_bot_id),
         "prompt_chars": len(client.prompt or ""),
         "settings": clients.settings_of(client).model_dump(),
     }
 
 
+def _token_state(value: str | None, bot_id: int | None = None) -> str:
+    if value is None:
+        return "default"
+    own = f"own (bot {bot_id})" if bot_id else "own"
+    return own if crypto.is_sealed(value) else f"{own}, PLAIN TEXT: run `secrets rotate`"
+
+
 def cmd_client_create(args: argparse.Namespace) -> int:
+    """Create a client. Secure by default: a webhook secret is generated unless one is given, or
+    --insecure-no-secret is chosen explicitly."""
+    fields = _client_fields(args)
+    if fields.get("webhook_secret") is None and not fields.get("webhook_insecure"):
+        fields["webhook_secret"] = clients.new_webhook_secret()
     with session_scope() as session:
-        client = clients.create(session, slug=args.slug, **_client_fields(args))
+        client = clients.create(session, slug=args.slug, **fields)
         out = _describe(client)
-        secret = client.webhook_secret if args.generate_secret else None
+    if fields.get("webhook_secret") and not args.webhook_secret:
+        out.update(_webhook_setup(args.slug, fields["webhook_secret"], args.public_url))
+    elif fields.get("webhook_insecure"):
+        print(f"WARNING: /webhook/{args.slug} accepts deliveries from anyone who knows the URL (--insecure-no-secret)", file=sys.stderr)
     print(json.dumps(out, ensure_ascii=False, indent=2))
-    if secret:
-        print(f"webhook secret (shown once, configure it in ChatFlow as X-Webhook-Secret): {secret}")
     return 0
 
 
@@ -97,10 +133,9 @@ def cmd_client_update(args: argparse.Namespace) -> int:
     with session_scope() as session:
         client = clients.update(session, slug=args.slug, **fields)
         out = _describe(client)
-        secret = client.webhook_secret if args.generate_secret else None
+    if args.generate_secret:
+        out.update(_webhook_setup(args.slug, fields["webhook_secret"], args.public_url))
     print(json.dumps(out, ensure_ascii=False, indent=2))
-    if secret:
-        print(f"new webhook secret: {secret}")
     return 0
 
 
@@ -114,7 +149,10 @@ def cmd_client_list(args: argparse.Namespace) -> int:
         print("no clients yet: python -m app.cli client create --slug SLUG --name NAME")
     for row in rows:
         state = "active" if row["active"] else "inactive"
-        print(f"{row['slug']:<20} {row['name']:<30} {state:<8} chatflow={row['chatflow']} telegram_chat={row['telegram_chat_id']}")
+        print(
+            f"{row['slug']:<20} {row['name']:<30} {state:<8} webhook={row['webhook_security']} "
+            f"chatflow={row['chatflow']} telegram_chat={row['telegram_chat_id']}"
+        )
     return 0
 
 
@@ -320,9 +358,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "metadata": {"sender": args.name, "timestamp": int(time.time()), "messageId": message_id, "remoteJid": f"{phone}@s.whatsapp.net"},
         "mediaData": None,
     }
-    with session_scope() as session:
-        client = clients.get_by_slug(session, args.client)
-        headers = {"X-Webhook-Secret": client.webhook_secret} if client.webhook_secret else {}
+    secret = args.secret or os.environ.get("WEBHOOK_SECRET") or _saved_secret(args.client)
+    headers = {"X-Webhook-Secret": secret} if secret else {}
     started = time.time()
     try:
         response = requests.post(f"{args.url.rstrip('/')}/webhook/{args.client}", json=payload, headers=headers, timeout=10)
@@ -330,6 +367,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"service not reachable at {args.url}: {type(exc).__name__}", file=sys.stderr)
         return 2
     print(f"webhook: HTTP {response.status_code} {response.text} ({(time.time() - started) * 1000:.0f} ms)")
+    if response.status_code == 401:
+        print("the client's webhook secret is needed: --secret S (or WEBHOOK_SECRET)", file=sys.stderr)
     if response.status_code != 200:
         return 1
     reply = _wait_for_reply(args.client, phone, message_id, timeout=args.timeout)
@@ -382,9 +421,21 @@ DEMO_PROMPT = (
 )
 
 
+def _secret_file(slug: str) -> Path:
+    return Path("data") / f"{slug}-webhook-secret"
+
+
+def _saved_secret(slug: str) -> str | None:
+    """The demo's webhook secret, saved by `demo` for `simulate` on this machine."""
+    path = _secret_file(slug)
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else None
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Create (or refresh) the demo client used by scripts/start.sh."""
-    fields: dict[str, Any] = {"name": "Салон «Лотос» (demo)", "prompt": DEMO_PROMPT}
+    """Create (or refresh) the demo client used by scripts/start.sh, with a new webhook secret each time; the
+    secret is saved in data/demo-webhook-secret (owner-only) for `simulate`."""
+    secret = clients.new_webhook_secret()
+    fields: dict[str, Any] = {"name": "Салон «Лотос» (demo)", "prompt": DEMO_PROMPT, "webhook_secret": secret}
     if args.chatflow_token:
         fields.update(chatflow_token=args.chatflow_token, chatflow_instance_id=args.chatflow_instance)
     with session_scope() as session:
@@ -393,7 +444,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             clients.update(session, slug="demo", **fields)
         else:
             clients.create(session, slug="demo", **fields)
-    print("demo client ready: POST /webhook/demo")
+    path = _secret_file("demo")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(secret + "\n", encoding="utf-8")
+    print(f"demo client ready: POST /webhook/demo (its webhook secret is in {path}; simulate reads it from there)")
     return 0
 
 
@@ -425,15 +481,31 @@ def cmd_telegram_check(args: argparse.Namespace) -> int:
 
 
 def cmd_telegram_set_webhook(args: argparse.Namespace) -> int:
-    """Point the client's bot at this service, with the secret token Telegram will send back."""
-    secret = settings.require("telegram_webhook_secret")
+    """Point the client's bot at /telegram-webhook/<bot id>, with a new secret of its own that Telegram sends back."""
     with session_scope() as session:
         bot = telegram.bot_for(clients.get_by_slug(session, args.client))
-    url = args.url.rstrip("/")
-    if not url.endswith("/telegram-webhook"):
-        url += "/telegram-webhook"
+    base = args.url.rstrip("/").removesuffix("/telegram-webhook")
+    url = f"{base}/telegram-webhook/{bot.id}"
+    secret = bots.new_webhook_secret()
+    # Telegram first: if it refuses, the secret in use stays the stored one.
     telegram.set_webhook(bot, url=url, secret=secret)
-    print(f"webhook set: {url} (secret token from TELEGRAM_WEBHOOK_SECRET)")
+    with session_scope() as session:
+        bots.store_webhook_secret(session, bot_id=bot.id, secret=secret)
+    print(f"webhook set: {url} (a secret of this bot's own, stored as a digest)")
+    return 0
+
+
+def cmd_secrets_generate_key(args: argparse.Namespace) -> int:
+    """Print a new key for SECRETS_KEY."""
+    print(crypto.generate_key())
+    return 0
+
+
+def cmd_secrets_rotate(args: argparse.Namespace) -> int:
+    """Re-encrypt every stored token with the first key of SECRETS_KEY (plain-text ones encrypted for the first time)."""
+    with session_scope() as session:
+        count = clients.reseal_tokens(session)
+    print(f"re-encrypted {count} token(s) with the first key of SECRETS_KEY; older keys may now be removed")
     return 0
 
 
@@ -443,8 +515,12 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chatflow-instance")
     parser.add_argument("--telegram-chat-id", type=int)
     parser.add_argument("--telegram-bot-token")
-    parser.add_argument("--webhook-secret", help="shared secret ChatFlow sends as X-Webhook-Secret")
-    parser.add_argument("--generate-secret", action="store_true", help="generate a webhook secret and print it once")
+    parser.add_argument("--webhook-secret", help="shared secret ChatFlow sends as X-Webhook-Secret (at least 24 characters)")
+    parser.add_argument("--generate-secret", action="store_true", help="generate a new webhook secret and print it once")
+    parser.add_argument(
+        "--insecure-no-secret", action="store_true", help="accept deliveries without a secret (anyone who knows the URL can post)"
+    )
+    parser.add_argument("--public-url", help="the service's public base URL, to print the webhook URL (default: PUBLIC_BASE_URL)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="a per-client setting, e.g. --set mute_minutes_first=30")
 
 
@@ -496,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="create the demo client")
     demo.add_argument("--chatflow-token")
     demo.add_argument("--chatflow-instance", default="demo")
+    demo.add_argument("--public-url", default="http://127.0.0.1:8000")
     demo.set_defaults(func=cmd_demo)
 
     classify = sub.add_parser("intent", help="classify a customer message")
@@ -513,12 +590,17 @@ def build_parser() -> argparse.ArgumentParser:
     hook.add_argument("--url", required=True, help="the service's public base URL")
     hook.set_defaults(func=cmd_telegram_set_webhook)
 
+    sec = sub.add_parser("secrets", help="the key that encrypts stored tokens").add_subparsers(dest="action", required=True)
+    sec.add_parser("generate-key", help="print a new SECRETS_KEY").set_defaults(func=cmd_secrets_generate_key)
+    sec.add_parser("rotate", help="re-encrypt stored tokens with the first key of SECRETS_KEY").set_defaults(func=cmd_secrets_rotate)
+
     sim = sub.add_parser("simulate", help="send a customer message to the running service and print the reply")
     sim.add_argument("--client", required=True)
     sim.add_argument("--phone", required=True)
     sim.add_argument("--name", default="Test customer")
     sim.add_argument("--url", default="http://127.0.0.1:8000")
     sim.add_argument("--timeout", type=float, default=60.0)
+    sim.add_argument("--secret", help="the client's webhook secret (default: WEBHOOK_SECRET, or the demo's saved one)")
     sim.add_argument("text")
     sim.set_defaults(func=cmd_simulate)
     rep = sub.add_parser("report", help="reports").add_subparsers(dest="report", required=True)

@@ -64,9 +64,9 @@ class Settings(BaseSettings):
     media_read_timeout_seconds: float = 15.0
     # Ceiling on one whole download (a server trickling bytes would otherwise hold a worker thread)
     media_download_timeout_seconds: float = 60.0
-    # Managers' files for WhatsApp: the gateway downloads them from PUBLIC_BASE_URL/media/<token> (this
-    # service, reachable from outside); kept in MEDIA_STORE_PATH for MEDIA_TOKEN_HOURS, then removed.
-    # Unset PUBLIC_BASE_URL: files are not sent, and the manager is told so.
+    # The service as reached from outside (https://bot.example.com): the webhook URLs the CLI prints, and
+    # managers' files for WhatsApp, which the gateway downloads from PUBLIC_BASE_URL/media/<token>; kept in
+    # MEDIA_STORE_PATH for MEDIA_TOKEN_HOURS, then removed. Unset: files are not sent, and the manager is told so.
     public_base_url: str | None = None
     media_store_path: Path = Path("./data/media")
     media_token_hours: float = 24.0
@@ -109,6 +109,29 @@ class Settings(BaseSettings):
     debug: bool = False
     admin_token: SecretStr | None = None
     max_body_bytes: int = 256 * 1024
+    # JSON nested deeper than this is refused (422) before it reaches a model: recursion is not a client's to drive
+    max_json_depth: int = 32
+
+    # Security. SECRETS_KEY: Fernet keys (comma-separated, the first encrypts, all decrypt: rotation) for the
+    # gateway and bot tokens stored per client; `python -m app.cli secrets generate-key` makes one.
+    secrets_key: SecretStr | None = None
+    # Bearer token for /metrics; unset: /metrics answers 503 (it names every client)
+    metrics_token: SecretStr | None = None
+    # /health (readiness) answers from a result at most this old, so probes cannot drive dependency checks
+    health_cache_seconds: float = 5.0
+    # Rate limits and budgets (Redis, shared by every process); 0 = no limit. Per customer phone:
+    limit_messages_per_minute: int = 20
+    limit_turns_per_hour: int = 60
+    limit_escalations_per_day: int = 5
+    # Per client and day (a client's settings may set its own): language-model calls, seconds of audio transcribed
+    limit_model_calls_per_day: int = 5000
+    limit_transcription_seconds_per_day: int = 4 * 3600
+    # A voice note whose duration can be neither read nor measured is transcribed only up to this size
+    audio_unmeasured_max_bytes: int = 1024 * 1024
+    # Retention, by the maintenance task: messages after a client's retention_days (its settings; default
+    # 180), Telegram updates and finished outbox items after these days
+    telegram_updates_retention_days: int = 30
+    outbox_retention_days: int = 30
 
     # Turn processing
     buffer_wait_seconds: float = 5.0
@@ -166,6 +189,14 @@ class Settings(BaseSettings):
             stripped = value.strip()
             if not stripped or any(marker in stripped.lower() for marker in _PLACEHOLDER_MARKERS):
                 return None
+        return value
+
+    @field_validator("secrets_key", "metrics_token", mode="before")
+    @classmethod
+    def _blank_secret_is_none(cls, value: object) -> object:
+        # Random keys may well contain "xxx": only blank or "changeme" count as not set here.
+        if isinstance(value, str) and (not value.strip() or "changeme" in value.lower()):
+            return None
         return value
 
     @property

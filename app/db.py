@@ -24,6 +24,8 @@ engine: Engine = create_engine(
     pool_timeout=settings.db_pool_timeout_seconds,
     pool_pre_ping=True,
     pool_recycle=1800,
+    # An error's message and log must not carry what was being stored (a customer's words, a token).
+    hide_parameters=True,
     connect_args={"connect_timeout": 5, "application_name": "truffles"},
 )
 SessionLocal = sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
@@ -35,6 +37,7 @@ SessionLocal = sessionmaker(bind=engine, expire_on_commit=False, autoflush=False
 _autocommit_engine: Engine = create_engine(
     settings.database_url,
     isolation_level="AUTOCOMMIT",
+    hide_parameters=True,
     pool_size=settings.http_threads,
     max_overflow=0,
     pool_timeout=settings.db_pool_timeout_seconds,

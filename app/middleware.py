@@ -1,6 +1,7 @@
 """The two ASGI middlewares: the webhook backlog count (turns wait while deliveries queue) and the request
 body size limit. Plain ASGI, so they cost a webhook no more than a function call each."""
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.services.conversation import scheduling
@@ -44,26 +45,19 @@ class BodySizeLimit:
                 await _too_large(send)
                 return
         received = 0
-        too_large = False
 
         async def limited_receive() -> Message:
-            nonlocal received, too_large
+            # A body without Content-Length (chunked) is counted as it arrives. An HTTPException, because
+            # FastAPI turns anything else raised while it reads a body into a 400.
+            nonlocal received
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > max_bytes:
-                    too_large = True
-                    raise _BodyTooLarge
+                    raise HTTPException(413, "request body too large")
             return message
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
-            await _too_large(send)
-
-
-class _BodyTooLarge(Exception):
-    pass
+        await self.app(scope, limited_receive, send)
 
 
 async def _too_large(send: Send) -> None:

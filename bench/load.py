@@ -294,7 +294,7 @@ def _target(url: str) -> tuple[str, int, str]:
     parts = urlsplit(url)
     if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit("the benchmark only sends to loopback addresses")
-    return parts.hostname, parts.port or 80, parts.path or "/"
+    return parts.hostname, parts.port or 80, (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
 _JOBS = {"closed": closed_loop, "open": open_loop, "conversations": conversations}

@@ -16,6 +16,7 @@ acknowledgements at a fixed rate while the worker is answering.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import math
@@ -47,6 +48,10 @@ BENCH_DB = "truffles_bench"
 BENCH_REDIS_DB = 14
 SLICES = 4  # alternating floor/service slices of the closed loop (full run)
 CLIENT_SLUG = "bench"
+# The bench client's webhook secret, sent as ?secret= (the webhook authenticates every delivery)
+WEBHOOK_SECRET = "bench-webhook-secret-" + "0" * 24
+# Tokens are stored encrypted: a key for this run's database only
+SECRETS_KEY = base64.urlsafe_b64encode(os.urandom(32)).decode()
 KB_DOCUMENTS = (procs.ROOT / "bench" / "fixtures" / "kb" / "salon.md", procs.ROOT / "bench" / "fixtures" / "kb" / "faq.yaml")
 # Tables the benchmark keeps between phases (the client and the schema); everything else is emptied.
 _KEEP_TABLES = {"alembic_version", "clients", "companies", "branches"}
@@ -233,6 +238,7 @@ class Bench:
                 "LOG_FORMAT": "json",
                 "DEBUG": "false",
                 "PYTHONUNBUFFERED": "1",
+                "SECRETS_KEY": SECRETS_KEY,
             }
         )
         env.update(extra)
@@ -255,7 +261,20 @@ class Bench:
             admin.dispose()
         commands = [
             ["db", "init"],
-            ["client", "create", "--slug", CLIENT_SLUG, "--name", "Bench", "--chatflow-token", "bench", "--chatflow-instance", "bench"],
+            [
+                "client",
+                "create",
+                "--slug",
+                CLIENT_SLUG,
+                "--name",
+                "Bench",
+                "--chatflow-token",
+                "bench",
+                "--chatflow-instance",
+                "bench",
+                "--webhook-secret",
+                WEBHOOK_SECRET,
+            ],
         ]
         documents = [str(p) for p in KB_DOCUMENTS if p.exists()]
         if documents:
@@ -357,7 +376,7 @@ class Bench:
         """One closed-loop slice: latencies, requests, and the server's CPU over warm-up + measurement."""
         job = {
             "mode": "closed",
-            "url": f"{server.url}/webhook/{CLIENT_SLUG}",
+            "url": f"{server.url}/webhook/{CLIENT_SLUG}?secret={WEBHOOK_SECRET}",
             "run": self.run_id,
             "part": part,
             "slice": slice_,
@@ -386,7 +405,7 @@ class Bench:
         """Latency at a fixed request rate, timed from each request's planned start."""
         job = {
             "mode": "open",
-            "url": f"{server.url}/webhook/{CLIENT_SLUG}",
+            "url": f"{server.url}/webhook/{CLIENT_SLUG}?secret={WEBHOOK_SECRET}",
             "run": self.run_id,
             "part": part,
             "rate": self.opts.rate,
@@ -422,7 +441,7 @@ class Bench:
         cpu0, watch, t0 = procs.cpu_seconds(server.pid), procs.Contention(BENCH_DB), time.monotonic()
         job = {
             "mode": "conversations",
-            "url": f"{server.url}/webhook/{CLIENT_SLUG}",
+            "url": f"{server.url}/webhook/{CLIENT_SLUG}?secret={WEBHOOK_SECRET}",
             "run": self.run_id,
             "part": part,
             "conversations": conversations,

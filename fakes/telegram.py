@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import html
 import json
 import re
 import secrets
@@ -733,16 +732,10 @@ def _check_text(text: Any, parse_mode: Any, limit: int, empty: str, too_long: st
 
 
 def _check_entities(text: str, parse_mode: Any) -> str:
-    """Reject markup the real API cannot parse (approximately); returns the visible text."""
+    """Reject markup the real API cannot parse; returns the visible text."""
     mode = str(parse_mode or "").lower()
     if mode == "html":
-        for match in re.finditer(r"</?([^\s>/]*)", text):
-            if match.group(1).lower() not in _HTML_TAGS:
-                offset = len(text[: match.start()].encode())
-                raise TelegramError(
-                    400, f'Bad Request: can\'t parse entities: Unsupported start tag "{match.group(1)}" at byte offset {offset}'
-                )
-        return html.unescape(re.sub(r"<[^>]*>", "", text))
+        return _parse_html(text)
     if mode == "markdownv2":
         reserved = re.search(r"(?<!\\)[#+\-=|{}.!]", text)
         if reserved:
@@ -751,6 +744,70 @@ def _check_entities(text: str, parse_mode: Any) -> str:
                 400, f"Bad Request: can't parse entities: Character '{char}' is reserved and must be escaped with the preceding '\\'"
             )
     return text
+
+
+_ENTITY = re.compile(r"&(#x[0-9a-fA-F]+|#[0-9]+|[a-zA-Z]+);?")
+_NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
+
+
+def _decode_entity(match: re.Match[str]) -> str:
+    # As the Bot API (tdlib's parse_html): only these names and numeric references are entities, the ';' is
+    # optional, and any other '&' is a literal character, never an error.
+    name = match.group(1)
+    if name.startswith("#"):
+        code = int(name[2:], 16) if name[1:2].lower() == "x" else int(name[1:])
+        return chr(code) if 0 < code < 0x10FFFF else match.group(0)
+    return _NAMED.get(name, match.group(0))
+
+
+def _parse_html(text: str) -> str:
+    """The visible text of an HTML message, or the error the Bot API answers for its markup (tdlib's parse_html:
+    unsupported, unclosed and unmatched tags; '&' is lenient, see _decode_entity)."""
+
+    def fail(reason: str) -> TelegramError:
+        return TelegramError(400, f"Bad Request: can't parse entities: {reason}")
+
+    def offset(index: int) -> int:
+        return len(text[:index].encode())
+
+    visible: list[str] = []
+    open_tags: list[str] = []
+    i, size = 0, len(text)
+    while i < size:
+        if text[i] != "<":
+            end = text.find("<", i)
+            end = size if end < 0 else end
+            visible.append(_ENTITY.sub(_decode_entity, text[i:end]))
+            i = end
+            continue
+        begin = i
+        i += 1
+        closing = i < size and text[i] == "/"
+        if closing:
+            i += 1
+        name_end = i
+        while name_end < size and not text[name_end].isspace() and text[name_end] != ">":
+            name_end += 1
+        name = text[i:name_end].lower()
+        close = text.find(">", name_end)
+        if closing:
+            if not open_tags:
+                raise fail(f"Unexpected end tag at byte offset {offset(begin)}")
+            if close < 0 or text[name_end:close].strip():
+                raise fail(f"Unclosed end tag at byte offset {offset(begin)}")
+            if name != open_tags[-1]:
+                raise fail(f'Unmatched end tag at byte offset {offset(begin)}, expected "</{open_tags[-1]}>", found "</{name}>"')
+            open_tags.pop()
+        else:
+            if name not in _HTML_TAGS:
+                raise fail(f'Unsupported start tag "{name}" at byte offset {offset(begin)}')
+            if close < 0:
+                raise fail(f"Unclosed start tag at byte offset {offset(begin)}")
+            open_tags.append(name)
+        i = close + 1
+    if open_tags:
+        raise fail(f'Can\'t find end tag corresponding to start tag "{open_tags[-1]}"')
+    return "".join(visible)
 
 
 def _check_markup(markup: Any) -> dict[str, Any] | None:

@@ -9,6 +9,15 @@ scripts/ensure-services.sh
 PY=.venv/bin/python
 PORT=${PORT:-8000}
 
+# Tokens are stored encrypted with SECRETS_KEY: on a fresh machine, generate one into .env (kept private).
+if ! $PY -c 'import sys; from app.config import settings; sys.exit(0 if settings.secrets_key else 1)'; then
+  touch .env
+  chmod 600 .env
+  sed -i '/^SECRETS_KEY=/d' .env
+  echo "SECRETS_KEY=$($PY -m app.cli secrets generate-key)" >> .env
+  echo "generated SECRETS_KEY into .env: keep it (and back it up), stored tokens cannot be read without it"
+fi
+
 $PY -m app.cli db init
 configured=$($PY -c 'from app.config import settings; print("yes" if settings.chatflow_url else "")')
 if [ -z "$configured" ]; then
@@ -29,4 +38,5 @@ fi
 
 echo "service: http://127.0.0.1:$PORT  (health: /health)"
 echo "try it:  .venv/bin/python -m app.cli simulate --client demo --phone 77010000001 \"Сколько стоит маникюр?\""
+echo "         (the demo's webhook secret is in data/demo-webhook-secret; simulate reads it from there)"
 $PY -m uvicorn app.main:app --host 127.0.0.1 --port "$PORT" --loop uvloop --http httptools

@@ -80,6 +80,10 @@ os.environ.update(
         "LOG_LEVEL": "INFO",
         "LOG_FORMAT": "json",
         "DEBUG": "false",
+        # Tokens are stored encrypted: a key of this session's own (a Fernet key is 32 url-safe base64 bytes).
+        "SECRETS_KEY": __import__("base64").urlsafe_b64encode(os.urandom(32)).decode(),
+        "METRICS_TOKEN": "",
+        "HEALTH_CACHE_SECONDS": "0",  # tests watch /health follow an outage at once; test_exposure sets a cache
     }
 )
 
@@ -151,10 +155,15 @@ def _session_resources() -> Iterator[None]:
     REDIS.stop()
 
 
+# Every test client's webhook secret (make_client), sent by the `api` client unless a test sends its own.
+WEBHOOK_SECRET = "test-webhook-secret-0123456789abcdef"
+
+
 @pytest.fixture(scope="session")
 def api() -> Iterator[TestClient]:
-    """The app with its lifespan: the in-process Dramatiq worker is running."""
-    with TestClient(app) as client:
+    """The app with its lifespan: the in-process Dramatiq worker is running. It sends the test clients'
+    webhook secret as ChatFlow does (a test may send another or none)."""
+    with TestClient(app, headers={"X-Webhook-Secret": WEBHOOK_SECRET}) as client:
         yield client
 
 
@@ -268,6 +277,7 @@ def make_client() -> Callable[..., Any]:
 
     def create(slug: str = "salon", **fields: Any) -> Any:
         fields.setdefault("name", slug.title())
+        fields.setdefault("webhook_secret", WEBHOOK_SECRET)
         fields.setdefault("chatflow_token", f"cf-token-{slug}")
         fields.setdefault("chatflow_instance_id", f"inst-{slug}")
         with session_scope() as session:

@@ -34,7 +34,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "services.operations",  # the turn reports its response time to the alerts
     },
     "intents": {"services.conversation", "services.knowledge"},  # the learned classifier beside the rules
-    "dependencies": {"services.clients"},
+    "dependencies": {"schemas", "services.clients"},
     "middleware": {"services.conversation"},
     "routers": {"models", "schemas", "dependencies", "services.*"},
     "bootstrap": {"schemas", "services.*"},

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from app.config import settings
+from tests.conftest import WEBHOOK_SECRET
 from tests.helpers import chatflow_payload, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +66,8 @@ class ServiceProcess:
                 self.process.kill()
 
     def post(self, slug: str, payload: dict[str, Any]) -> int:
-        return requests.post(f"http://127.0.0.1:{self.port}/webhook/{slug}", json=payload, timeout=5).status_code
+        headers = {"X-Webhook-Secret": WEBHOOK_SECRET}
+        return requests.post(f"http://127.0.0.1:{self.port}/webhook/{slug}", json=payload, headers=headers, timeout=5).status_code
 
 
 @pytest.fixture

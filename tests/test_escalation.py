@@ -408,7 +408,9 @@ def test_cli_telegram_check_and_set_webhook(salon, telegram, capsys):
 
     assert cli.main(["telegram", "set-webhook", "--client", "salon", "--url", "https://bot.example"]) == 0
     hook = telegram.webhook()
-    assert hook["url"] == "https://bot.example/telegram-webhook" and hook["secret_token"] == TELEGRAM_SECRET
+    # The bot's own path and a secret of its own, not the deployment's shared one.
+    assert hook["url"] == "https://bot.example/telegram-webhook/100001"
+    assert len(hook["secret_token"]) >= 32 and hook["secret_token"] != TELEGRAM_SECRET
 
 
 def test_cli_telegram_check_reports_missing_rights(make_client, telegram, capsys, monkeypatch):

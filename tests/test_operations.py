@@ -10,14 +10,16 @@ from app import cli
 from app.config import settings
 from app.utils.errors import ConfigError
 from app.utils.logging import JsonFormatter, mask_phone, scrub
+from tests.conftest import WEBHOOK_SECRET
 from tests.helpers import chatflow_payload, wait_until
 
 
 def test_client_create_list_update(capsys):
-    assert cli.main(["client", "create", "--slug", "lotos", "--name", "Лотос", "--chatflow-token", "T", "--chatflow-instance", "I"]) == 0
+    token = "cf-token-never-printed"
+    assert cli.main(["client", "create", "--slug", "lotos", "--name", "Лотос", "--chatflow-token", token, "--chatflow-instance", "I"]) == 0
     created = json.loads(capsys.readouterr().out)
     assert created["slug"] == "lotos" and created["chatflow"] == "own"
-    assert "T" not in json.dumps(created)  # tokens are never printed
+    assert token not in json.dumps(created)  # tokens are never printed
 
     assert cli.main(["client", "update", "--slug", "lotos", "--set", "buffer_wait_seconds=3", "--set", "announce_manager=true"]) == 0
     updated = json.loads(capsys.readouterr().out)
@@ -47,9 +49,8 @@ def test_client_prompt_from_file(tmp_path, capsys):
 def test_simulate_prints_the_reply_the_customer_gets(live_url, llm, chatflow, make_client, capsys):
     make_client("salon")
     llm.set_reply("Маникюр стоит 7000 тенге.")
-    code = cli.main(
-        ["simulate", "--client", "salon", "--phone", "+7 701 000 0099", "--url", live_url, "--timeout", "15", "Сколько маникюр?"]
-    )
+    args = ["simulate", "--client", "salon", "--phone", "+7 701 000 0099", "--url", live_url, "--timeout", "15", "--secret", WEBHOOK_SECRET]
+    code = cli.main([*args, "Сколько маникюр?"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "Маникюр стоит 7000 тенге." in out

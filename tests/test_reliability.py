@@ -299,12 +299,13 @@ def test_debug_is_off_without_an_admin_token(api):
     assert api.get("/debug/77015705555").status_code == 503
 
 
-def test_metrics_count_what_happened(api, make_client, llm, chatflow):
+def test_metrics_count_what_happened(api, make_client, llm, chatflow, monkeypatch):
+    monkeypatch.setattr(settings, "metrics_token", SecretStr("test-metrics-token"))
     make_client("metrics-salon")
     api.post("/webhook/metrics-salon", json=chatflow_payload("Привет"))
     wait_until(lambda: chatflow.sent_texts())
     time.sleep(0.2)
-    body = api.get("/metrics").text
+    body = api.get("/metrics", headers={"Authorization": "Bearer test-metrics-token"}).text
     assert 'truffles_messages_received_total{client="metrics-salon"}' in body
     assert 'truffles_turns_processed_total{client="metrics-salon",outcome="answer"}' in body
     assert 'truffles_ai_calls_total{client="metrics-salon",purpose="answer"}' in body

@@ -18,7 +18,7 @@ from app.models.handover import (
 from app.models.media_file import MediaFile
 from app.models.message import Message, MessageRole, MessageStatus, MessageType
 from app.models.outbox import OutboxChannel, OutboxItem, OutboxKind, OutboxStatus
-from app.models.telegram_update import TelegramUpdate
+from app.models.telegram_update import TelegramBot, TelegramUpdate
 from app.models.user import User
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "OutboxKind",
     "OutboxStatus",
     "Service",
+    "TelegramBot",
     "TelegramUpdate",
     "User",
 ]

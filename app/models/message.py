@@ -53,6 +53,7 @@ class Message(Base):
         CheckConstraint(check_in("type", MessageType), name="type"),
         CheckConstraint(check_in("status", MessageStatus), name="status"),
         Index("ix_messages_conversation_created", "conversation_id", "created_at"),
+        Index("ix_messages_client_created", "client_id", "created_at"),  # retention
         Index("ix_messages_unprocessed", "conversation_id", postgresql_where=text("status IN ('received', 'processing')")),
     )
 

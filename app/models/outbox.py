@@ -43,6 +43,7 @@ class OutboxItem(Base):
         CheckConstraint(check_in("channel", OutboxChannel), name="channel"),
         CheckConstraint(check_in("status", OutboxStatus), name="status"),
         Index("ix_outbox_due", "next_attempt_at", postgresql_where=text("status IN ('pending', 'sending')")),
+        Index("ix_outbox_finished", "created_at", postgresql_where=text("status IN ('sent', 'failed', 'cancelled')")),  # retention
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()

@@ -14,6 +14,7 @@ from starlette.datastructures import UploadFile
 
 from app.config import settings
 from app.dependencies import ClientIdFromSlug, require_admin
+from app.schemas import load_json
 from app.schemas.kb import (
     MAX_SOURCE_CHARS,
     DocumentCreate,
@@ -56,9 +57,9 @@ async def _read_documents(request: Request) -> list[_Document]:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "application/json":
         try:
-            document = DocumentCreate.model_validate(await request.json())
-        except ValueError as exc:  # ValidationError and a body that is not JSON alike
-            reason = "; ".join(error["msg"] for error in exc.errors()[:3]) if isinstance(exc, ValidationError) else "body is not JSON"
+            document = DocumentCreate.model_validate(load_json(await request.body(), max_depth=settings.max_json_depth))
+        except ValueError as exc:  # ValidationError, a body that is not JSON and one nested too deeply alike
+            reason = "; ".join(error["msg"] for error in exc.errors()[:3]) if isinstance(exc, ValidationError) else str(exc)
             raise BadRequest(f"expected JSON {{source, text, kind}}: {reason}") from exc
         source = _source_name(document.source)
         inferred = _TEXT_KINDS.get(kb.kind_of(source), "text")  # a .pdf or .docx name sent as JSON text is text

@@ -1,9 +1,11 @@
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.dependencies import require_metrics_token
 from app.metrics import registry
 
-router = APIRouter(tags=["operator"])
+# It names every client: bearer METRICS_TOKEN (503 while unset).
+router = APIRouter(tags=["operator"], dependencies=[Depends(require_metrics_token)])
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -1,15 +1,22 @@
 """The ChatFlow webhook payload, accepted flat or wrapped in {"body": {...}}."""
 
+import math
 import re
 from enum import StrEnum
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from app.models.message import MessageType
 from app.schemas import strip_nul
 
 _JID_DIGITS = re.compile(r"^\+?(\d{5,20})(?::\d+)?@")
+# Bounds on the numbers a delivery carries. A WhatsApp timestamp in seconds or milliseconds; out of range it is
+# dropped (a malformed timestamp is not worth losing a message over). A declared size or duration above its
+# bound is clamped to it: still refused as too large or too long, never an overflow further on.
+_MAX_TIMESTAMP = 10**13
+MAX_DECLARED_BYTES = 2**53
+MAX_DECLARED_SECONDS = 10**6
 GROUP_OR_BROADCAST_SUFFIXES = ("@g.us", "@broadcast", "@newsletter")
 
 # ChatFlow and the WhatsApp libraries behind it name the same kinds in several ways.
@@ -64,9 +71,10 @@ class ChatFlowMetadata(BaseModel):
     def _lenient_timestamp(cls, value: Any) -> Any:
         # A malformed timestamp is not worth losing a customer's message over.
         try:
-            return int(value) if value not in (None, "") else None
+            number = int(value) if value not in (None, "") and not isinstance(value, bool) else None
         except (TypeError, ValueError, OverflowError):
             return None
+        return number if number is not None and 0 <= number < _MAX_TIMESTAMP else None
 
 
 class ChatFlowMedia(BaseModel):
@@ -80,6 +88,19 @@ class ChatFlowMedia(BaseModel):
     ptt: bool | None = None
     seconds: float | None = None
     size: int | None = None
+
+    @field_validator("seconds", "size", mode="before")
+    @classmethod
+    def _bounded(cls, value: Any, info: ValidationInfo) -> Any:
+        bound = MAX_DECLARED_SECONDS if info.field_name == "seconds" else MAX_DECLARED_BYTES
+        try:
+            number = float(value) if value not in (None, "") and not isinstance(value, bool) else None
+        except (TypeError, ValueError, OverflowError):
+            return None
+        if number is None or not math.isfinite(number) or number < 0:
+            return None
+        number = min(number, bound)
+        return number if info.field_name == "seconds" else int(number)
 
 
 class ChatFlowWebhook(BaseModel):

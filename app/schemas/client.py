@@ -1,11 +1,17 @@
 """Per-client settings kept in clients.settings (JSONB), with the defaults every client starts from."""
 
+import logging
 import re
 import zoneinfo
 from datetime import date
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+logger = logging.getLogger(__name__)
+
+_YEAR_MINUTES = 366 * 24 * 60  # no wait or mute is longer: a bigger number would overflow a date further on
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _INTERVAL = re.compile(r"^([01]?\d|2[0-4]):([0-5]\d)-([01]?\d|2[0-4]):([0-5]\d)$")
@@ -53,35 +59,45 @@ class ClientSettings(BaseModel):
 
     buffer_wait_seconds: float | None = Field(default=None, ge=0, le=120, description="None: the global BUFFER_WAIT_SECONDS")
     buffer_max_wait_seconds: float | None = Field(default=None, ge=0, le=300)
-    mute_minutes_first: int = Field(default=30, ge=1)
-    mute_minutes_repeat: int = Field(default=24 * 60, ge=1)
+    mute_minutes_first: int = Field(default=30, ge=1, le=_YEAR_MINUTES)
+    mute_minutes_repeat: int = Field(default=24 * 60, ge=1, le=_YEAR_MINUTES)
     # A pending handover (nobody took it), in working minutes since it opened
-    reminder_minutes: int = Field(default=30, ge=1)
-    urgent_reminder_minutes: int = Field(default=60, ge=1)
-    auto_close_minutes: int = Field(default=120, ge=1)
+    reminder_minutes: int = Field(default=30, ge=1, le=_YEAR_MINUTES)
+    urgent_reminder_minutes: int = Field(default=60, ge=1, le=_YEAR_MINUTES)
+    auto_close_minutes: int = Field(default=120, ge=1, le=_YEAR_MINUTES)
     # A taken handover: the customer's last message unanswered this long (working minutes) reminds the
     # assignee, then tags the owner; this long without a message from either side gives the bot back
-    active_reminder_minutes: int = Field(default=30, ge=1)
-    active_urgent_minutes: int = Field(default=60, ge=1)
-    active_auto_close_minutes: int = Field(default=720, ge=1)
+    active_reminder_minutes: int = Field(default=30, ge=1, le=_YEAR_MINUTES)
+    active_urgent_minutes: int = Field(default=60, ge=1, le=_YEAR_MINUTES)
+    active_auto_close_minutes: int = Field(default=720, ge=1, le=_YEAR_MINUTES)
     # While nobody has answered yet, a customer who writes again hears this at most once per this many minutes
-    waiting_notice_minutes: int = Field(default=10, ge=1)
+    waiting_notice_minutes: int = Field(default=10, ge=1, le=_YEAR_MINUTES)
     waiting_notice_text: str = Field(default="Менеджер скоро ответит.", min_length=1, max_length=500)
-    escalation_cooldown_minutes: int = Field(default=10, ge=0)
+    escalation_cooldown_minutes: int = Field(default=10, ge=0, le=_YEAR_MINUTES)
     no_knowledge_policy: NoKnowledgePolicy = NoKnowledgePolicy.CLARIFY_THEN_OFFER
     sensitive_topics: list[str] = Field(default_factory=lambda: list(DEFAULT_SENSITIVE_TOPICS))
-    sensitive_keywords: list[str] = Field(default_factory=list, description="extra words or stems (ending in *) that call a manager")
+    sensitive_keywords: list[str] = Field(
+        default_factory=list, max_length=500, description="extra words or stems (ending in *) that call a manager"
+    )
     announce_manager: bool = False
-    owner_username: str | None = None
-    staff_mute_minutes: int = Field(default=60, ge=1)
+    owner_username: str | None = Field(default=None, max_length=64)
+    staff_mute_minutes: int = Field(default=60, ge=1, le=_YEAR_MINUTES)
     # Business hours: {"mon": ["10:00-20:00"], ...}; a day not listed is a day off; empty = always open
     timezone: str = "Asia/Almaty"
     hours: dict[str, list[str]] = Field(default_factory=dict)
-    holidays: list[date] = Field(default_factory=list)
+    holidays: list[date] = Field(default_factory=list, max_length=1000)
     # Bookings in the chat: the bot collects service, time and name and a manager confirms in Telegram
     booking_enabled: bool = False
     booking_required: list[BookingRequirement] = Field(default_factory=lambda: list(BookingRequirement))
     booking_texts: dict[str, str] = Field(default_factory=dict)
+    # Telegram user ids or @usernames allowed to press a card's buttons and reply to customers; empty: any
+    # member of the client's group
+    managers: list[str] = Field(default_factory=list, max_length=200)
+    # Days a customer's messages (text, transcripts, media metadata) are kept
+    retention_days: int = Field(default=180, ge=1, le=3650)
+    # This client's daily budgets; None: the deployment's LIMIT_MODEL_CALLS_PER_DAY / LIMIT_TRANSCRIPTION_SECONDS_PER_DAY
+    limit_model_calls_per_day: int | None = Field(default=None, ge=0, le=10**9)
+    limit_transcription_seconds_per_day: int | None = Field(default=None, ge=0, le=10**9)
 
     @field_validator("timezone")
     @classmethod
@@ -129,6 +145,36 @@ class ClientSettings(BaseModel):
         if unknown:
             raise ValueError(f"unknown sensitive topic(s) {', '.join(unknown)}: use {', '.join(DEFAULT_SENSITIVE_TOPICS)}")
         return value
+
+    @classmethod
+    def from_stored(cls, raw: dict[str, Any] | None) -> "ClientSettings":
+        """A client's stored settings; a value out of its bounds (stored before the bound existed) is logged
+        and its default used instead: a client must never stop receiving messages over a setting."""
+        try:
+            return cls.model_validate(raw or {})
+        except ValidationError as exc:
+            bad = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+            logger.error("client.settings_invalid", extra={"keys": sorted(bad)})
+            return cls.model_validate({key: value for key, value in (raw or {}).items() if key not in bad})
+
+    @field_validator("managers", mode="before")
+    @classmethod
+    def _manager_list(cls, value: object) -> object:
+        if isinstance(value, (str, int)):
+            value = [part for part in str(value).replace(",", " ").split() if part]
+        if isinstance(value, list):
+            return [str(item).strip().lower() for item in value if str(item).strip()]
+        return value
+
+    def is_manager(self, user_id: int, username: str | None) -> bool:
+        """Whether this Telegram user may act as a manager (everyone when no list is set)."""
+        if not self.managers:
+            return True
+        return (
+            str(user_id) in self.managers
+            or (username is not None and f"@{username.lower()}" in self.managers)
+            or (username is not None and username.lower() in self.managers)
+        )
 
 
 def interval_minutes(interval: str) -> tuple[int, int]:

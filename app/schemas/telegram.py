@@ -4,13 +4,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.schemas import strip_nul
+from app.schemas import BigInt, strip_nul
 
 
 class TgUser(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    id: int
+    id: BigInt
     is_bot: bool = False
     first_name: str = ""
     last_name: str | None = None
@@ -25,7 +25,7 @@ class TgUser(BaseModel):
 class TgChat(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    id: int
+    id: BigInt
     type: str = ""
 
 
@@ -49,10 +49,10 @@ OTHER_KINDS = ("location", "venue", "contact", "poll", "dice", "game", "story")
 class TgMessage(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
-    message_id: int
+    message_id: BigInt
     chat: TgChat
     from_user: TgUser | None = Field(default=None, alias="from")
-    message_thread_id: int | None = None
+    message_thread_id: BigInt | None = None
     is_topic_message: bool = False
     text: str | None = None
     caption: str | None = None
@@ -100,6 +100,6 @@ class TgUpdate(BaseModel):
     def _no_nul(cls, data: Any) -> Any:
         return strip_nul(data)
 
-    update_id: int
+    update_id: BigInt
     message: TgMessage | None = None
     callback_query: TgCallbackQuery | None = None

@@ -70,3 +70,14 @@ def opening(at: datetime, now: datetime) -> str:
     days = (at.date() - now.date()).days
     day = "сегодня" if days == 0 else "завтра" if days == 1 else _WEEKDAYS_ON[at.weekday()] if days < 7 else f"{at:%d.%m}"
     return f"{day} с {at:%H:%M}"
+
+
+# Limits (services/operations/limits.py): said at most once an hour, and only what is true: the messages are stored.
+RATE_LIMITED = (
+    "Сообщения сохранены, но их сейчас слишком много, чтобы ответить на каждое. Пожалуйста, напишите вопрос одним сообщением чуть позже."
+)
+VOICE_UNAVAILABLE = "Сейчас не могу прослушать голосовое сообщение. Напишите, пожалуйста, текстом."
+ESCALATION_LIMITED = (
+    "Сегодня ваш запрос уже несколько раз передавали менеджерам, поэтому повторно не отправляю. "
+    "Напишите вопрос здесь — я постараюсь помочь."
+)

@@ -338,12 +338,31 @@ def remember_echo(client_id: uuid.UUID, phone: str, text: str, message_id: str |
 
 
 def is_echo(client_id: uuid.UUID, phone: str, text: str, message_id: str) -> bool:
-    """Whether a fromMe message is the gateway echoing one of our own sends."""
+    """Whether a fromMe message is the gateway echoing one of our own sends. Without Redis the outbox itself
+    is asked: taking our own echo for a staff reply would mute the bot."""
     try:
         found = redis_client.exists(f"echo:{client_id}:id:{message_id}", f"echo:{client_id}:{phone}:{_digest(text)}")
         return bool(found)
     except redis.RedisError:
-        return False
+        return _sent_recently(client_id, phone, text.strip(), message_id)
+
+
+def _sent_recently(client_id: uuid.UUID, phone: str, text: str, message_id: str) -> bool:
+    with session_scope() as session:
+        found = session.scalar(
+            select(OutboxItem.id)
+            .join(Conversation, Conversation.id == OutboxItem.conversation_id)
+            .join(User, User.id == Conversation.user_id)
+            .where(
+                User.client_id == client_id,
+                User.phone == phone,
+                OutboxItem.channel == OutboxChannel.WHATSAPP,
+                OutboxItem.created_at > func.now() - timedelta(seconds=_ECHO_TTL_SECONDS),
+                or_(OutboxItem.payload["parts"].contains([text]), OutboxItem.result["message_ids"].contains([message_id])),
+            )
+            .limit(1)
+        )
+    return found is not None
 
 
 def _digest(text: str) -> str:

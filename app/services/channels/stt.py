@@ -1,11 +1,14 @@
 """ElevenLabs speech-to-text for voice notes. Owns the SDK client, its timeout, retry and error translation."""
 
+import io
 import logging
+import math
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 
 import httpx
+import mutagen
 from elevenlabs import ElevenLabs
 from elevenlabs.core.api_error import ApiError
 from tenacity import RetryCallState, retry, retry_if_exception, stop_after_attempt, wait_exponential
@@ -60,6 +63,17 @@ def transcribe(*, audio: bytes, filename: str, mimetype: str | None, language: s
         extra={**extra, "language": transcript.language_code, "chars": len(transcript.text), "elapsed_ms": _ms(started)},
     )
     return transcript
+
+
+def duration_seconds(audio: bytes) -> float | None:
+    """How long a voice note plays, read from its container (Ogg/Opus, MP3, M4A, ...), before it is paid
+    for; None when the bytes are no audio container mutagen knows."""
+    try:
+        parsed = mutagen.File(io.BytesIO(audio))
+        seconds = float(parsed.info.length) if parsed is not None and parsed.info is not None else None
+    except Exception:  # mutagen raises its own and plain errors for damaged files
+        return None
+    return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _retryable(exc: BaseException) -> bool:

@@ -4,6 +4,7 @@ translation of Bot API errors into the few cases callers act on."""
 import html
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -13,13 +14,16 @@ from requests.adapters import HTTPAdapter
 
 from app.config import settings
 from app.models import Client
+from app.utils import crypto
 from app.utils.errors import ConfigError, ExternalServiceError
 from app.utils.text import split_text
 
 logger = logging.getLogger(__name__)
 
 SERVICE = "telegram"
+# Telegram counts a message's visible text (after its markup), in UTF-16 code units: an emoji is two.
 TEXT_LIMIT = 4096
+CAPTION_LIMIT = 1024
 TOPIC_NAME_LIMIT = 128
 # A 429 asking to wait longer than this is not slept on inside a job: the outbox retries later instead.
 _MAX_INLINE_RETRY_AFTER = 10.0
@@ -54,9 +58,15 @@ class Bot:
         return int(head) if head.isdigit() else 0
 
 
+def default_bot() -> Bot | None:
+    return Bot(settings.telegram_bot_token.get_secret_value()) if settings.telegram_bot_token else None
+
+
 def bot_for(client: Client) -> Bot:
-    """The client's own bot, else the deployment's default bot."""
-    token = client.telegram_bot_token or (settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else None)
+    """The client's own bot (its token decrypted), else the deployment's default bot."""
+    token = crypto.reveal(client.telegram_bot_token) or (
+        settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else None
+    )
     if not token:
         raise ConfigError(f"TELEGRAM_BOT_TOKEN is not set and client '{client.slug}' has no telegram bot token")
     return Bot(token)
@@ -69,8 +79,43 @@ def chat_for(client: Client) -> int:
 
 
 def escape(text: str) -> str:
-    """Customer text shown in an HTML-formatted message: '<', '>' and '&' can never break it."""
+    """Customer text shown in an HTML-formatted message: '<', '>' and '&' can never break it. Cut the text
+    (cut()) before escaping it, never after: a cut escaped text may end inside "&amp;" or a tag."""
     return html.escape(text, quote=False)
+
+
+def length(text: str) -> int:
+    """A plain text's length as Telegram counts it (UTF-16 code units)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def cut(text: str, limit: int) -> str:
+    """Plain text cut to at most `limit` units as Telegram counts them, the cut marked with "…"."""
+    if length(text) <= limit:
+        return text
+    kept, used = [], 1  # the "…"
+    for char in text:
+        used += 2 if ord(char) > 0xFFFF else 1
+        if used > limit:
+            break
+        kept.append(char)
+    return "".join(kept) + "…"
+
+
+def split(text: str, limit: int = TEXT_LIMIT) -> list[str]:
+    """Plain text in parts of at most `limit` units as Telegram counts them, cut at paragraph or sentence ends."""
+    parts: list[str] = []
+    for part in split_text(text, limit):
+        parts += [part] if length(part) <= limit else split_text(part, limit // 2)  # every char is 1 or 2 units
+    return parts
+
+
+def plain(markup: str) -> str:
+    """The visible text of one of our HTML messages (tags dropped, entities decoded)."""
+    return html.unescape(_TAG.sub("", markup))
+
+
+_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9-]*(?:\s[^>]*)?>")
 
 
 def call(bot: Bot, method: str, params: dict[str, Any], *, files: dict[str, tuple[str, bytes, str]] | None = None) -> Any:
@@ -144,6 +189,18 @@ def create_topic(bot: Bot, *, chat_id: int, name: str) -> int:
     return int(result["message_thread_id"])
 
 
+def _html_or_plain(bot: Bot, method: str, params: dict[str, Any]) -> Any:
+    """Call with the HTML text; if Telegram cannot parse its markup (a 400 that retrying would only repeat),
+    send the same words as plain text, so the message (a card with its buttons) still appears."""
+    try:
+        return call(bot, method, {**params, "parse_mode": "HTML"})
+    except TelegramError as exc:
+        if exc.error_code != 400 or "can't parse entities" not in exc.message.lower():
+            raise
+        logger.warning("telegram.markup_rejected", extra={"service": SERVICE, "method": method, "error": exc.message[:200]})
+        return call(bot, method, {**params, "text": cut(plain(params["text"]), TEXT_LIMIT)})
+
+
 def send_message(
     bot: Bot,
     *,
@@ -153,34 +210,35 @@ def send_message(
     reply_markup: dict[str, Any] | None = None,
     reply_to: int | None = None,
 ) -> int:
-    """Send one HTML message (at most 4096 characters); returns its message_id."""
+    """Send one HTML message (its visible text at most TEXT_LIMIT, see cut()); returns its message_id."""
     params: dict[str, Any] = {
         "chat_id": chat_id,
         "text": text,
-        "parse_mode": "HTML",
         "message_thread_id": thread_id,
         "reply_markup": reply_markup,
         "link_preview_options": {"is_disabled": True},
     }
     if reply_to:
         params["reply_parameters"] = {"message_id": reply_to, "allow_sending_without_reply": True}
-    return int(call(bot, "sendMessage", params)["message_id"])
+    return int(_html_or_plain(bot, "sendMessage", params)["message_id"])
 
 
 def send_long(bot: Bot, *, chat_id: int, text: str, thread_id: int | None = None) -> list[int]:
-    """Send text of any length as consecutive messages of at most 4096 characters."""
-    return [send_message(bot, chat_id=chat_id, text=part, thread_id=thread_id) for part in split_text(text, TEXT_LIMIT)]
+    """Send an HTML text that fits as one message; a longer one (written before texts were cut to fit) as
+    consecutive plain-text messages: HTML cannot be split safely."""
+    if length(plain(text)) <= TEXT_LIMIT:
+        return [send_message(bot, chat_id=chat_id, text=text, thread_id=thread_id)]
+    return [send_message(bot, chat_id=chat_id, text=escape(part), thread_id=thread_id) for part in split(plain(text))]
 
 
 def edit_message(bot: Bot, *, chat_id: int, message_id: int, text: str, reply_markup: dict[str, Any] | None) -> None:
-    call(
+    _html_or_plain(
         bot,
         "editMessageText",
         {
             "chat_id": chat_id,
             "message_id": message_id,
             "text": text,
-            "parse_mode": "HTML",
             "reply_markup": reply_markup or {"inline_keyboard": []},
             "link_preview_options": {"is_disabled": True},
         },
@@ -198,12 +256,12 @@ def unpin(bot: Bot, *, chat_id: int, message_id: int) -> None:
 def send_file(
     bot: Bot, *, chat_id: int, thread_id: int | None, kind: str, filename: str, data: bytes, mimetype: str, caption: str | None
 ) -> int:
-    """Send a customer's file into the topic (photo, voice, audio or document)."""
+    """Send a customer's file into the topic (photo, voice, audio or document); the caption is plain text, cut
+    to Telegram's limit."""
     method, field = {"image": ("sendPhoto", "photo"), "audio": ("sendVoice", "voice")}.get(kind, ("sendDocument", "document"))
     params: dict[str, Any] = {"chat_id": str(chat_id), "message_thread_id": str(thread_id) if thread_id else None}
     if caption:
-        params["caption"] = caption[:1024]
-        params["parse_mode"] = "HTML"
+        params["caption"] = cut(caption, CAPTION_LIMIT)
     result = call(bot, method, params, files={field: (filename, data, mimetype)})
     return int(result["message_id"])
 

@@ -10,6 +10,7 @@ from tenacity import RetryCallState, retry, retry_if_exception, stop_after_attem
 
 from app.config import settings
 from app.models import Client
+from app.utils import crypto
 from app.utils.errors import ConfigError, ExternalServiceError
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class ChatFlowCredentials:
 
 def credentials_for(client: Client) -> ChatFlowCredentials:
     """The client's own ChatFlow token/instance, else the deployment-wide ones."""
-    token = client.chatflow_token or (settings.chatflow_token.get_secret_value() if settings.chatflow_token else None)
+    token = crypto.reveal(client.chatflow_token) or (settings.chatflow_token.get_secret_value() if settings.chatflow_token else None)
     instance = client.chatflow_instance_id or settings.chatflow_instance_id
     if not token:
         raise ConfigError(f"CHATFLOW_TOKEN is not set and client '{client.slug}' has no chatflow token")

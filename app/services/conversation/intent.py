@@ -36,7 +36,7 @@ anger are the usual miss.
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -467,10 +467,11 @@ _LLM_PROMPT = (
 )
 
 
-def classify(text: str, *, history: Sequence[Any] = ()) -> IntentResult:
-    """Heuristics, then the language model for unclear cases when one is configured."""
+def classify(text: str, *, history: Sequence[Any] = (), model_allowed: Callable[[], bool] = lambda: True) -> IntentResult:
+    """Heuristics, then the language model for unclear cases when one is configured (and `model_allowed()`:
+    asked only then, so a budget counts only the calls made)."""
     result = classify_heuristic(text)
-    if not is_unclear(result) or not assistant.is_configured():
+    if not is_unclear(result) or not assistant.is_configured() or not model_allowed():
         return result
     try:
         raw = assistant.complete(

@@ -7,7 +7,7 @@ route() decides who handles the turn; the first row that matches wins:
 |--------------------------------------------------------------|------------------------------------------------------|
 | nothing to read (a reaction, an empty message)               | forward to the open handover, else store             |
 | no words: files, stickers, a voice note not recognised       | forward / store while a handover is open or the bot  |
-|                                                              | is muted; else ask to write (voice) or thank (file)  |
+| (or not listened to: the transcription budget is spent)      | is muted; else ask to write (voice) or thank (file)  |
 | a handover is open                                           | "stop" while it is pending: opt out; else forward,   |
 |                                                              | with the waiting notice when due (below)             |
 | the bot is muted                                             | a request for a human: escalate; else store          |
@@ -43,6 +43,7 @@ from app.services.conversation import sensitive
 from app.services.conversation.assistant import Handoff, ModelAnswer
 from app.services.conversation.intent import ESCALATE_INTENTS, Intent, IntentResult, IntentSource, normalise
 from app.services.knowledge.kb import Knowledge, KnowledgeHit
+from app.services.operations.limits import Limit
 from app.utils.text import split_text
 
 QUOTE_CHARS = 1000
@@ -84,6 +85,7 @@ class TurnFacts:
     answer_to_offer: bool | None = None  # "да" (True) or "нет" (False) after the bot offered a manager
     sensitive_topic: str | None = None  # the sensitive topic the customer's words touch (its label)
     guard: sensitive.Guard = sensitive.NO_GUARD  # the client's topics and policy, for the model's answer
+    voice_skipped: bool = False  # a voice note was not transcribed: the client's transcription budget is spent
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class Decision:
     step: BotStep | None = None  # what `text` is, when the next turn must know
     intent: Intent | None = None
     intent_source: IntentSource | None = None
+    limit: Limit | None = None  # `text` tells the customer about this limit: at most once an hour (the turn sees to it)
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,8 @@ def route(facts: TurnFacts, intent: IntentResult | None) -> Decision | None:
             return _forward(facts)
         if facts.bot_muted:
             return Decision(Action.STORE)
+        if facts.voice_failed_only and facts.voice_skipped:
+            return Decision(Action.ANSWER, text=replies.VOICE_UNAVAILABLE, limit=Limit.TRANSCRIPTION)
         if facts.voice_failed_only:
             return Decision(Action.ANSWER, text=replies.VOICE_NOT_RECOGNISED)
         if facts.attachments_only:
@@ -202,6 +207,27 @@ def model_answered(facts: TurnFacts, intent: IntentResult, answer: ModelAnswer) 
 def model_failed(facts: TurnFacts, intent: IntentResult) -> Decision:
     """The model failed after its retry: an honest apology, and a manager."""
     return _escalate(facts, intent, HandoverReason.AI_ERROR, replies.FALLBACK_RESPONSES["ai_error"])
+
+
+def flooded(limit: Limit) -> Decision:
+    """The customer went over a per-phone rate limit: the turn is stored, and they are asked to slow down."""
+    return Decision(Action.ANSWER, text=replies.RATE_LIMITED, limit=limit)
+
+
+def escalations_spent(decision: Decision) -> Decision:
+    """A new handover would go over the customer's daily escalations: managers are not called again."""
+    return Decision(
+        Action.ANSWER,
+        text=replies.ESCALATION_LIMITED,
+        intent=decision.intent,
+        intent_source=decision.intent_source,
+        limit=Limit.ESCALATIONS,
+    )
+
+
+def told_already(decision: Decision) -> Decision:
+    """A limit's notice the customer has had in this window: keep the messages, say nothing."""
+    return Decision(Action.STORE, intent=decision.intent, intent_source=decision.intent_source)
 
 
 def manager_stepped_in(decision: Decision) -> Decision:

@@ -12,6 +12,7 @@ Runs on the job queue when the turn is due (scheduling.py), under the conversati
 """
 
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -41,12 +42,17 @@ from app.services.conversation.intent import Intent, IntentResult
 from app.services.conversation.reply_policy import Action, BotStep, Decision, TurnFacts
 from app.services.handover import card, lifecycle, topics
 from app.services.knowledge import kb
-from app.services.operations import alerts
+from app.services.operations import alerts, limits
+from app.services.operations.limits import Limit
 from app.utils.errors import ConfigError, ExternalServiceError, MediaRejected
 
 logger = logging.getLogger(__name__)
 
 VOICE_FAILED_NOTE = "[голосовое сообщение: не удалось распознать]"
+VOICE_SKIPPED_NOTE = "[голосовое сообщение: не прослушано, лимит распознавания исчерпан]"
+# A voice note whose container says nothing of its length is counted as this many bytes a second (32 kbit/s:
+# more than WhatsApp's Opus uses, so the estimate errs long)
+_UNMEASURED_BYTES_PER_SECOND = 4000
 _ATTACHMENTS = (MessageType.IMAGE, MessageType.VIDEO, MessageType.DOCUMENT)
 _NOTES = {
     MessageType.IMAGE: "[изображение]",
@@ -88,6 +94,7 @@ class TurnPart:
     note: str | None = None
     media: dict[str, Any] | None = None
     failed: bool = False
+    skipped: bool = False  # a voice note not transcribed: the client's budget is spent
 
     @property
     def line(self) -> str:
@@ -152,6 +159,7 @@ class Turn:
             readable=bool(self.text.strip()),
             words=words,
             voice_failed_only=bool(self.parts) and not words and any(p.failed for p in self.parts),
+            voice_skipped=any(p.skipped for p in self.parts),
             attachments_only=not words and any(p.type in _ATTACHMENTS for p in self.parts),
             handover=self.handover_status,
             bot_muted=self.bot_muted,
@@ -165,6 +173,10 @@ class Turn:
             sensitive_topic=topic.label if topic else None,
             guard=guard,
         )
+
+    @property
+    def scope(self) -> limits.Scope:
+        return limits.Scope(self.client_id, self.client_slug, self.phone, self.client_settings)
 
     @property
     def log(self) -> dict[str, Any]:
@@ -194,12 +206,18 @@ def _run_turn(conversation_id: uuid.UUID) -> TurnOutcome:
     if turn is None:
         return TurnOutcome.EMPTY
     try:
-        turn.parts = [_prepare(turn, message) for message in turn.messages]
-        decision, plan = _decide(turn)
+        counts = ((Limit.MESSAGES, len(turn.messages)), (Limit.TURNS, 1))
+        over = [limit for limit, amount in counts if not limits.take(limit, turn.scope, amount)]
+        turn.parts = [_prepare(turn, message, transcribe=not over) for message in turn.messages]
+        decision, plan = (reply_policy.flooded(over[0]), _NO_PLAN) if over else _decide(turn)
+        decision = _limited(turn, decision)
         outcome, outbox_ids = _finish(turn, decision, plan)
     except Exception:
         _release(turn)  # the job is retried with backoff; the messages must be there to claim again
         raise
+    if outcome == TurnOutcome.SUPERSEDED:  # its messages are counted again by the turn that answers them
+        limits.give_back(Limit.MESSAGES, turn.scope, len(turn.messages))
+        limits.give_back(Limit.TURNS, turn.scope, 1)
     for outbox_id in outbox_ids:
         outbox.deliver(outbox_id)
     _count(turn, decision, outcome)
@@ -278,14 +296,28 @@ def _history(session: Session, conversation_id: uuid.UUID, turn_id: uuid.UUID) -
     return [ChatTurn("user" if role == MessageRole.USER else "assistant", content) for role, content in reversed(rows)]
 
 
-def _prepare(turn: Turn, message: Message) -> TurnPart:
-    """Read a message as the customer meant it; a voice note is transcribed once and the transcript stored."""
+def _limited(turn: Turn, decision: Decision) -> Decision:
+    """Apply the limits to what was decided: no new handover past the customer's daily escalations, and a
+    limit's notice said at most once an hour (after that the turn is only stored)."""
+    if decision.action == Action.ESCALATE and turn.handover_status is None and not limits.take(Limit.ESCALATIONS, turn.scope):
+        decision = reply_policy.escalations_spent(decision)
+    if decision.limit is not None and not limits.first_notice(decision.limit, turn.scope):
+        return reply_policy.told_already(decision)
+    return decision
+
+
+def _prepare(turn: Turn, message: Message, *, transcribe: bool = True) -> TurnPart:
+    """Read a message as the customer meant it; a voice note is transcribed once and the transcript stored
+    (not while the customer is over a rate limit: `transcribe` False)."""
     meta = message.meta or {}
     media = meta.get("media") if isinstance(meta.get("media"), dict) else None
     if message.type == MessageType.AUDIO:
         transcript = meta.get("transcript")
-        if transcript is None:
-            transcript = _transcribe(turn, message, media)
+        if transcript is None and transcribe:
+            try:
+                transcript = _transcribe(turn, message, media)
+            except _BudgetSpent:
+                return TurnPart(message.id, MessageType.AUDIO, "", VOICE_SKIPPED_NOTE, media, failed=True, skipped=True)
         if not transcript:
             return TurnPart(message.id, MessageType.AUDIO, "", VOICE_FAILED_NOTE, media, failed=True)
         return TurnPart(message.id, MessageType.AUDIO, transcript, None, media)
@@ -298,12 +330,29 @@ def _prepare(turn: Turn, message: Message) -> TurnPart:
     return TurnPart(message.id, message.type, message.content)
 
 
+class _BudgetSpent(Exception):
+    """The client's transcription seconds for today are spent."""
+
+
 def _transcribe(turn: Turn, message: Message, media: dict[str, Any] | None) -> str | None:
-    """Download and transcribe a voice note; None when that failed (the customer is asked to write instead)."""
+    """Download and transcribe a voice note; None when that failed (the customer is asked to write instead).
+
+    Its length is known before it is paid for: read from the container (a declared `seconds` may be wrong),
+    else the declared one or the bytes' worth, whichever is longer; a file whose length cannot be read at all
+    is transcribed only up to AUDIO_UNMEASURED_MAX_BYTES. _BudgetSpent when today's seconds are spent."""
     try:
         if not media:
             raise MediaRejected("missing")
         blob = fetch_media(media=media)
+        seconds = stt.duration_seconds(blob.data)
+        if seconds is None:
+            if len(blob.data) > settings.audio_unmeasured_max_bytes:
+                raise MediaRejected("too_long", "a voice note of unknown length, larger than AUDIO_UNMEASURED_MAX_BYTES")
+            seconds = max(blob.seconds or 0.0, len(blob.data) / _UNMEASURED_BYTES_PER_SECOND)
+        if seconds > settings.media_max_seconds:
+            raise MediaRejected("too_long")
+        if not limits.take(Limit.TRANSCRIPTION, turn.scope, math.ceil(seconds)):
+            raise _BudgetSpent
         transcript = stt.transcribe(audio=blob.data, filename=blob.filename, mimetype=blob.mimetype).text.strip()
     except (MediaRejected, ExternalServiceError, ConfigError) as exc:
         logger.warning("turn.voice_failed", extra={**turn.log, "error_type": type(exc).__name__, "reason": getattr(exc, "reason", None)})
@@ -320,9 +369,18 @@ def _transcribe(turn: Turn, message: Message, media: dict[str, Any] | None) -> s
 
 def _decide(turn: Turn) -> tuple[Decision, booking.Plan]:
     """The policy decides; this gathers what it needs: the intent, then (for the bot's own answer) the booking
-    step, the knowledge and the model's reply, whose prices are checked against the client's services list."""
+    step, the knowledge and the model's reply, whose prices are checked against the client's services list.
+    A turn that consults the model counts once against the client's daily budget; with the budget spent it is
+    decided as without a model."""
     facts = turn.facts
-    found = intent.classify(turn.customer_text, history=turn.history) if facts.words else None
+    budget: list[bool] = []
+
+    def model_allowed() -> bool:
+        if not budget:
+            budget.append(limits.take(Limit.MODEL_CALLS, turn.scope))
+        return budget[0]
+
+    found = intent.classify(turn.customer_text, history=turn.history, model_allowed=model_allowed) if facts.words else None
     if turn.booking is not None and facts.sensitive_topic:
         topic = sensitive.find(turn.customer_text, facts.guard)
         if topic is not None and topic.key == _BOOKING_CHANGE:  # "отмена", "другое время": about the booking being made
@@ -345,6 +403,8 @@ def _decide(turn: Turn) -> tuple[Decision, booking.Plan]:
         if step is not None and answered.step in (BotStep.CLARIFY, BotStep.OFFER):
             return _booking_reply(found, step.reply), plan  # nothing known about the question: the booking goes on
         return _with_booking(answered, step), plan
+    if not model_allowed():
+        return _with_booking(reply_policy.without_model(facts, found, knowledge), step), plan
     try:
         answer = assistant.generate_reply(
             system_prompt=turn.prompt,
@@ -496,16 +556,14 @@ def _reply(session: Session, turn: Turn, text_: str, *, reason: str | None = Non
     )
 
 
-def _forward(session: Session, turn: Turn, *, repeat: bool = False) -> uuid.UUID:
-    """The customer's turn into their Telegram topic, escaped so no character can break the message."""
-    body = card.customer_line(turn.customer_name, turn.text or "(сообщение без текста)")
-    if repeat:
-        body = "🔁 Клиент снова просит менеджера\n" + body
-    item = topics.queue_text(session, client_id=turn.client_id, conversation_id=turn.conversation_id, text=body)
+def _forward(session: Session, turn: Turn, *, repeat: bool = False) -> None:
+    """The customer's turn into their Telegram topic, in messages that each fit and that no character can break."""
+    note = "🔁 Клиент снова просит менеджера" if repeat else None
+    for body in card.customer_parts(turn.customer_name, turn.text or "(сообщение без текста)", note=note):
+        topics.queue_text(session, client_id=turn.client_id, conversation_id=turn.conversation_id, text=body)
     for part in turn.parts:
         if part.media and part.type in (*_ATTACHMENTS, MessageType.AUDIO):
             topics.queue_media(session, client_id=turn.client_id, conversation_id=turn.conversation_id, message_id=part.message_id)
-    return item
 
 
 def _count(turn: Turn, decision: Decision, outcome: TurnOutcome) -> None:

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.models import HandoverAction, HandoverOutcome, HandoverReason, HandoverStatus, MessageRole
-from app.services.channels.telegram import TEXT_LIMIT, escape
-from app.utils.text import truncate
+from app.services.channels.telegram import TEXT_LIMIT, cut, escape, length, split
 
 HISTORY_MESSAGES = 6  # the latest messages shown on a card
+MESSAGE_CHARS = 400  # each cut to this
+NAME_CHARS = 64
 ROLE_ICONS = {MessageRole.USER: "👤", MessageRole.ASSISTANT: "🤖", MessageRole.MANAGER: "🧑‍💼"}
 REASON_LABELS: dict[str, str] = {
     HandoverReason.HUMAN_REQUEST: "клиент просит менеджера",
@@ -59,22 +60,27 @@ class CardView:
 
 
 def text(view: CardView) -> str:
+    """The card as HTML. Every customer-given piece is cut first and escaped after, and the oldest messages
+    are left out until the visible text fits one Telegram message: the card must always be accepted."""
     status = OUTCOME_LINES.get(view.outcome, STATUS_LINES[view.status]) if view.outcome else STATUS_LINES[view.status]
     if view.status in _SHOWS_ASSIGNEE and view.assigned_to:
-        status += f" · {escape(view.assigned_to)}"
-    reason = REASON_LABELS.get(view.reason, escape(view.reason))
+        status += f" · {escape(cut(view.assigned_to, NAME_CHARS))}"
+    reason = REASON_LABELS.get(view.reason) or escape(cut(view.reason, NAME_CHARS))
     if view.reason_detail:
-        reason += f": {escape(view.reason_detail)}"
-    lines = [
+        reason += f": {escape(cut(view.reason_detail, 200))}"
+    head = [
         status,
-        f"Клиент: {escape(view.customer_name or 'без имени')} · +{view.phone}",
+        f"Клиент: {escape(cut(view.customer_name or 'без имени', NAME_CHARS))} · +{view.phone}",
         f"Причина: {reason}",
     ]
-    if view.recent:
-        lines.append("")
-        lines.append("Последние сообщения:")
-        lines += [f"{ROLE_ICONS[role]} {escape(truncate(content, 400))}" for role, content in view.recent]
-    return truncate("\n".join(lines), TEXT_LIMIT)
+    recent = [(ROLE_ICONS[role], cut(content, MESSAGE_CHARS)) for role, content in view.recent]
+    budget = TEXT_LIMIT - sum(length(line) + 1 for line in head) - length("\nПоследние сообщения:")
+    while recent and sum(length(f"\n{icon} {content}") for icon, content in recent) > budget:
+        recent.pop(0)
+    lines = head
+    if recent:
+        lines += ["", "Последние сообщения:", *(f"{icon} {escape(content)}" for icon, content in recent)]
+    return "\n".join(lines)
 
 
 def buttons(view: CardView) -> dict[str, Any] | None:
@@ -100,10 +106,14 @@ def parse_button(data: str) -> tuple[HandoverAction | None, uuid.UUID | None]:
         return action, None
 
 
-def customer_line(name: str | None, message: str) -> str:
-    """A customer's words in their topic, escaped so no character can break the HTML message."""
-    who = escape(name) if name else "Клиент"
-    return f"👤 <b>{who}</b>:\n{escape(message)}"
+def customer_parts(name: str | None, message: str, *, note: str | None = None) -> list[str]:
+    """A customer's words for their topic, as HTML messages that each fit: the words are split first and
+    escaped after, so no character and no cut can break a message. `note` (plain) goes before the name."""
+    who = cut(name, NAME_CHARS) if name else "Клиент"
+    head = (f"{note}\n" if note else "") + f"👤 {who}:\n"
+    html_head = (f"{escape(note)}\n" if note else "") + f"👤 <b>{escape(who)}</b>:\n"
+    parts = split(message, TEXT_LIMIT - length(head)) or [""]
+    return [html_head + escape(parts[0]), *(escape(part) for part in parts[1:])]
 
 
 def topic_name(name: str | None, phone: str) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 DELIVERED = "✅ Доставлено"
 NOT_YET_DELIVERED = "⚠️ Пока не доставлено: WhatsApp не отвечает. Повторю отправку автоматически."
+NOT_A_MANAGER = "Нет доступа: вас нет в списке менеджеров этого чата"
 NOT_DELIVERED = "⚠️ Не доставлено клиенту: {error}."
 # A manager's file, by its Telegram kind: how WhatsApp carries it, how it is stored.
 _FILE_KINDS: dict[str, tuple[str, MessageType, str, str]] = {  # kind -> (ChatFlow kind, message type, content type, name)
@@ -103,16 +104,19 @@ def register_topic_reader(reader: TopicReader) -> None:
         _readers.append(reader)
 
 
-def handle_update(update: TgUpdate) -> dict[str, Any]:
-    """Handle one Telegram update exactly once; the returned dict is the webhook's response body."""
+def handle_update(update: TgUpdate, *, bot_id: int | None = None) -> dict[str, Any]:
+    """Handle one Telegram update exactly once; the returned dict is the webhook's response body.
+
+    `bot_id`: the bot the update came to (its own webhook path); None on the legacy shared path, where the
+    chat alone must name one client."""
     callback, message = update.callback_query, update.message
     chat_message = callback.message if callback else message
     if chat_message is None:
         return {"ok": True}
     with session_scope() as session:
-        client = session.scalar(select(Client).where(Client.telegram_chat_id == chat_message.chat.id).limit(1))
+        client = _client_for(session, bot_id=bot_id, chat_id=chat_message.chat.id)
         if client is None:
-            logger.info("telegram.unknown_chat", extra={"chat_id": chat_message.chat.id})
+            logger.info("telegram.unknown_chat", extra={"chat_id": chat_message.chat.id, "bot_id": bot_id})
             return _answer(callback, "Этот чат не подключён", alert=True)
         try:
             bot = telegram.bot_for(client)
@@ -120,15 +124,20 @@ def handle_update(update: TgUpdate) -> dict[str, Any]:
             return _answer(callback, "Бот не настроен", alert=True)
         first = session.scalar(
             insert(TelegramUpdate)
-            .values(bot_id=bot.id, update_id=update.update_id)
+            .values(bot_id=bot_id or bot.id, update_id=update.update_id)
             .on_conflict_do_nothing()
             .returning(TelegramUpdate.update_id)
         )
         if first is None:
             logger.info("telegram.duplicate_update", extra={"update_id": update.update_id})
             return _answer(callback, "Уже обработано")
+        client_settings = clients.settings_of(client)
         if callback is not None:
-            manager = Manager(callback.from_user.id, callback.from_user.display_name)
+            who = callback.from_user
+            if not client_settings.is_manager(who.id, who.username):
+                logger.info("manager.not_allowed", extra={"client": client.slug, "user_id": who.id, "action": "press"})
+                return _answer(callback, NOT_A_MANAGER, alert=True)
+            manager = Manager(who.id, who.display_name)
             data = callback.data or ""
             result = _buttons.get(data.partition("_")[0], press)(session, client=client, data=data, manager=manager)
             response = _answer(callback, result.text, alert=result.alert)
@@ -136,6 +145,9 @@ def handle_update(update: TgUpdate) -> dict[str, Any]:
             assert message is not None
             author = message.from_user
             if author is None or author.is_bot:
+                return {"ok": True}
+            if not client_settings.is_manager(author.id, author.username):
+                logger.info("manager.not_allowed", extra={"client": client.slug, "user_id": author.id, "action": "reply"})
                 return {"ok": True}
             thread_id = message.message_thread_id if message.is_topic_message else None
             manager = Manager(author.id, author.display_name)
@@ -161,6 +173,20 @@ def handle_update(update: TgUpdate) -> dict[str, Any]:
     for item_id in queued:
         outbox.deliver_soon(item_id)
     return response
+
+
+def _client_for(session: Session, *, bot_id: int | None, chat_id: int) -> Client | None:
+    """The active client whose group this is, for this bot; None when none is (or, without a bot, several are)."""
+    query = select(Client).where(Client.telegram_chat_id == chat_id, Client.is_active)
+    if bot_id is not None:
+        default = telegram.default_bot()
+        own = Client.telegram_bot_id == bot_id
+        query = query.where(or_(own, Client.telegram_bot_id.is_(None)) if default is not None and default.id == bot_id else own)
+    found = list(session.scalars(query.limit(2)))
+    if len(found) > 1:
+        logger.warning("telegram.ambiguous_chat", extra={"chat_id": chat_id, "clients": [c.slug for c in found]})
+        return None
+    return found[0] if found else None
 
 
 def _answer(callback: TgCallbackQuery | None, text: str, *, alert: bool = False) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from app.schemas.outbox import Card, TopicMedia, TopicText
 from app.services.channels import outbox, telegram
 from app.services.channels.media import fetch_media
 from app.services.channels.outbox import Delivery, SaveProgress
-from app.services.channels.telegram import TopicNotFound, escape
+from app.services.channels.telegram import TopicNotFound
 from app.services.handover import card
 from app.utils.errors import ConfigError, MediaRejected
 
@@ -36,7 +36,8 @@ def queue_card(session: Session, handover: Handover) -> None:
 
 
 def queue_text(session: Session, *, client_id: uuid.UUID, conversation_id: uuid.UUID, text: str, reply_to: int | None = None) -> uuid.UUID:
-    """A message into the customer's topic (HTML: escape customer text before passing it)."""
+    """A message into the customer's topic: HTML whose visible text fits one message (customer text cut with
+    telegram.cut or split with telegram.split, then escaped: card.customer_parts does it)."""
     return outbox.add(session, client_id=client_id, conversation_id=conversation_id, payload=TopicText(text=text, reply_to=reply_to))
 
 
@@ -136,7 +137,7 @@ def deliver_media(delivery: Delivery[TopicMedia], save_progress: SaveProgress) -
             filename=blob.filename,
             data=blob.data,
             mimetype=blob.mimetype,
-            caption=escape(caption) if caption else None,
+            caption=caption or None,
         )
         return {"message_ids": [message_id], "topic_id": topic_id}
 

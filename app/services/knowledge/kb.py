@@ -214,14 +214,35 @@ def _faq_pair(item: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+# A .docx is a zip: what it unpacks to is capped, whatever its headers claim (a few KiB can inflate to GiBs).
+DOCX_MAX_UNPACKED_BYTES = 32 * 1024 * 1024
+
+
+def _unpacked(archive: zipfile.ZipFile, name: str) -> bytes:
+    with archive.open(name) as member:
+        data = member.read(DOCX_MAX_UNPACKED_BYTES + 1)
+    if len(data) > DOCX_MAX_UNPACKED_BYTES:
+        raise ValueError(f"{name} unpacks to more than {DOCX_MAX_UNPACKED_BYTES // (1024 * 1024)} MiB")
+    return data
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: a FAQ never needs them, and a few aliases can stand for billions of nodes."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted")
+        return super().compose_node(parent, index)
+
+
 def _docx_blocks(data: bytes) -> list[Block]:
     ns = {"w": "http://schemas.openxmlformats.org/wordprocessingml/2006/main"}
     w = "{" + ns["w"] + "}"
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        document = ElementTree.fromstring(archive.read("word/document.xml"))
+        document = ElementTree.fromstring(_unpacked(archive, "word/document.xml"))
         style_names: dict[str, str] = {}
         if "word/styles.xml" in archive.namelist():
-            for style in ElementTree.fromstring(archive.read("word/styles.xml")).iter(f"{w}style"):
+            for style in ElementTree.fromstring(_unpacked(archive, "word/styles.xml")).iter(f"{w}style"):
                 name = style.find("w:name", ns)
                 if name is not None:
                     style_names[style.get(f"{w}styleId", "")] = name.get(f"{w}val", "").lower()
@@ -259,9 +280,11 @@ def parse_document(text: str, kind: Kind) -> list[Section]:
         return _sections_from_blocks(_markdown_blocks(text))
     if kind == "faq":
         try:
-            data = yaml.safe_load(text)  # JSON is valid YAML
+            data = yaml.load(text, Loader=_NoAliasLoader)
         except yaml.YAMLError as exc:
             raise ValueError(f"not valid YAML/JSON: {exc}") from exc
+        except RecursionError:
+            raise ValueError("not valid YAML/JSON: nested too deeply") from None
         return [section for section in _faq_sections(data or []) if section.body]
     if kind == "text":
         body = text.strip()

@@ -1,10 +1,13 @@
 """Dependency checks for /health, each bounded by a short timeout."""
 
 import logging
+import threading
+import time
 
 from sqlalchemy import text
 
 from app import queue
+from app.config import settings
 from app.db import engine
 from app.redis_client import redis_client
 from app.schemas.health import HEALTHY, Health
@@ -54,3 +57,23 @@ def run_checks() -> dict[str, object]:
         logger.critical("health.failed", extra=checks)
     alerts.evaluate(checks)
     return {"status": status, **checks, "queue_backlog": queue_backlog()}
+
+
+_ready_lock = threading.Lock()
+_ready: tuple[float, dict[str, object]] | None = None
+
+
+def readiness() -> dict[str, object]:
+    """run_checks(), at most once per HEALTH_CACHE_SECONDS: probes, however many and however often, cost the
+    database, Redis and the knowledge base one check each per interval. Concurrent callers wait for one run."""
+    global _ready
+    with _ready_lock:
+        if _ready is None or time.monotonic() - _ready[0] >= settings.health_cache_seconds:
+            _ready = (time.monotonic(), run_checks())
+        return _ready[1]
+
+
+def forget() -> None:
+    global _ready
+    with _ready_lock:
+        _ready = None
