@@ -368,7 +368,7 @@ def _as_manager(args: argparse.Namespace) -> int:
         return 2
     body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
     answered = f" — {body['text']}" if isinstance(body, dict) and body.get("text") else ""
-    action = f"pressed {args.press}" if args.press else f"wrote in the topic: {args.text}"
+    action = f"pressed «{args.press}»" if args.press else f"wrote in the topic «{args.text}»"
     print(f"manager {DEMO_MANAGER['first_name']} {action}: HTTP {response.status_code}{answered}")
     group.show(args.client, phone, seen)
     return 0 if response.status_code == 200 else 1

@@ -87,7 +87,7 @@ def test_simulate_shows_an_answer_a_handover_a_managers_reply_and_the_return_to_
     assert "[text, new]" in out and "Хочу записаться на завтра" in out
 
     code, out = _simulate(capsys, demo, "--as-manager", "Здравствуйте! Завтра в 11:00 свободно.")
-    assert code == 0 and "wrote in the topic: Здравствуйте! Завтра в 11:00 свободно." in out and "✅ Доставлено" in out
+    assert code == 0 and "wrote in the topic «Здравствуйте! Завтра в 11:00 свободно.»: HTTP 200" in out and "✅ Доставлено" in out
     assert wait_until(lambda: "Здравствуйте! Завтра в 11:00 свободно." in chatflow.sent_texts("77010000001"))
     assert "🟢 В работе · Айгерим" in out  # the card, edited: taken by the manager who replied
 
