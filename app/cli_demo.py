@@ -50,6 +50,7 @@ DEMO_MANAGER = {"id": 100000001, "is_bot": False, "first_name": "Айгерим"
 _INSPECT = "/_fake/messages"  # the fake Telegram's view of a group (fakes/telegram.py)
 _SETTLE_SECONDS = 1.5  # the managers' group is read once nothing new arrived for this long
 _MANAGER_WAIT_SECONDS = 8.0
+_SEEN_FILE = "simulate-seen.json"  # what simulate last printed of each customer's topic
 
 
 def _data_file(name: str) -> Path:
@@ -263,10 +264,28 @@ class _Group:
         return rows
 
     def snapshot(self, slug: str, phone: str) -> dict[int, int]:
-        """Message id -> edits of what the topic shows now (shown already)."""
+        """Message id -> edits of what the topic showed when simulate last printed it (so a reminder that came in
+        between two runs is shown by the next), or of what it shows now on the first run for this customer."""
+        saved = self._saved().get(f"{slug}:{phone}")
+        if saved is not None:
+            return {int(message_id): edits for message_id, edits in saved.items()}
         topic = self._topic(slug, phone)
         rows = self.messages(*topic) if topic else None
         return {row["message_id"]: row["edits"] for row in rows or []}
+
+    @staticmethod
+    def _saved() -> dict[str, dict[str, int]]:
+        path = _data_file(_SEEN_FILE)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _remember(self, slug: str, phone: str, rows: list[dict[str, Any]]) -> None:
+        saved = self._saved()
+        saved[f"{slug}:{phone}"] = {str(row["message_id"]): row["edits"] for row in rows}
+        _write_private(_data_file(_SEEN_FILE), json.dumps(saved) + "\n")
 
     def show(self, slug: str, phone: str, seen: dict[int, int], *, wait: float = _MANAGER_WAIT_SECONDS) -> None:
         """Print what is new or changed in the customer's topic since `seen`, once it settles (cards and notices
@@ -276,6 +295,7 @@ class _Group:
             return
         deadline, last_change = time.monotonic() + wait, time.monotonic()
         fresh: list[dict[str, Any]] = []
+        rows: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             topic = self._topic(slug, phone)
             rows = (self.messages(*topic) if topic else None) or []
@@ -285,6 +305,7 @@ class _Group:
             elif time.monotonic() - last_change >= _SETTLE_SECONDS:
                 break
             time.sleep(0.3)
+        self._remember(slug, phone, rows)
         if not fresh:
             print("managers' group: nothing new")
             return

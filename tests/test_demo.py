@@ -10,10 +10,12 @@ from pydantic import SecretStr
 from app import cli
 from app.cli_demo import DEMO_CHAT_ID, DEMO_KNOWLEDGE
 from app.config import settings
+from app.services.handover import reminders
 from app.services.knowledge import kb
 from fakes import grounded_reply
 from fakes.openai_api import NOT_IN_PASSAGES
 from tests.helpers import chatflow_payload, wait_until
+from tests.test_handover_clocks import deliver_all, later
 
 
 def test_the_fake_model_answers_with_the_line_of_the_passages_that_holds_the_answer(api, make_client, llm, chatflow):
@@ -81,10 +83,17 @@ def test_simulate_shows_an_answer_a_handover_a_managers_reply_and_the_return_to_
     assert "Клиент: Test customer · +77010000001" in card and "buttons: ✋ Взять | ⏭ Пропустить | ✅ Решено | 🤖 Вернуть боту" in card
     assert "<b>" not in out  # plain text, as the manager reads it
 
-    # while a manager has it, the customer's message goes to the topic, and simulate says so (at once, not "60 s")
+    # nobody took it for half an hour: the reminder that came in since is shown by the next simulate
+    later(31)
+    assert reminders.check_open() == 1
+    deliver_all()
+    code, out = _simulate(capsys, demo, "Алло, есть кто?")
+    assert code == 0 and "Менеджер скоро ответит." in out  # the customer told again after a while
+    assert "⏰" in out and "[card, new]" not in out  # the reminder; the card was shown already
+    # while a manager is called, the customer's message goes to the topic, and simulate says so (at once, not "60 s")
     code, out = _simulate(capsys, demo, "Хочу записаться на завтра")
     assert code == 0 and "no reply from the bot (" in out and "with a manager" in out
-    assert "[text, new]" in out and "Хочу записаться на завтра" in out
+    assert "[text, new]" in out and "Хочу записаться на завтра" in out and "⏰" not in out
 
     code, out = _simulate(capsys, demo, "--as-manager", "Здравствуйте! Завтра в 11:00 свободно.")
     assert code == 0 and "wrote in the topic «Здравствуйте! Завтра в 11:00 свободно.»: HTTP 200" in out and "✅ Доставлено" in out
