@@ -8,13 +8,14 @@ import json
 import sys
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text, update
 
 from app import cli
 from app.db import session_scope
 from app.models import Conversation, Handover, HandoverReason, KnowledgeGap, Suggestion, SuggestionStatus
 from app.services import replies
-from app.services.knowledge import kb
+from app.services.knowledge import kb, suggestions
+from app.services.operations import retention
 from fakes.telegram import make_callback_update, make_message_update, make_user
 from tests.conftest import TELEGRAM_SECRET
 from tests.helpers import chatflow_payload, wait_until
@@ -142,13 +143,13 @@ def test_accept_edit_opens_the_editor_on_the_question_and_answer(api, salon, cha
 def test_unanswered_questions_are_grouped_with_the_vectors_their_search_computed(api, make_client, chatflow, capsys):
     client = make_client("salon")  # clarify, then offer a manager
     kb.ingest_text(client_id=str(client.id), source="salon.md", text=SALON_KB, kind="markdown")
-    for phone, text in (
+    for phone, question in (
         ("77010001731", "Вы делаете ремонт автомобилей?"),
         ("77010001732", "ремонт машин делаете?"),
         ("77010001733", "Вы делаете ремонт автомобилей?"),
         ("77010001734", "Есть ли у вас парковка для машин"),
     ):
-        _say(api, text, phone)
+        _say(api, question, phone)
         assert wait_until(functools.partial(chatflow.sent_texts, phone)) == [replies.CLARIFY]
     # A question the bot answered is not a gap.
     _say(api, "До скольки работает салон?", "77010001735")
@@ -183,3 +184,23 @@ def test_the_yes_to_the_offer_of_a_manager_links_the_questions_not_the_yes(api, 
     assert linked == [("Вы делаете ремонт автомобилей?", handover_id), ("ремонт двигателя", handover_id)]
     out = _kb(capsys, "gaps", "--json")[1]
     assert sum(group["handovers"] for group in json.loads(out)) == 2
+
+
+def test_questions_and_suggestions_follow_the_clients_retention(api, salon, chatflow, telegram):
+    _say(api, "Есть ли у вас парковка?", "77010001751")
+    _, topic = wait_until(lambda: _open_handover_when_topic())
+    _tg(api, make_message_update(next(_updates), CHAT, topic, ANNA, ANSWER))
+    wait_until(lambda: ANSWER in chatflow.sent_texts("77010001751"))
+    with session_scope() as session:
+        suggestions.collect(session, client_id=salon.id)
+        session.execute(update(KnowledgeGap).values(created_at=func.now() - text("interval '181 days'")))
+        session.execute(update(Suggestion).values(created_at=func.now() - text("interval '181 days'")))
+    _say(api, "Можно прийти с собакой?", "77010001752")
+    wait_until(lambda: chatflow.sent_texts("77010001752"))
+
+    pruned = retention.prune()
+
+    assert (pruned["knowledge_gaps"], pruned["kb_suggestions"]) == (1, 1)
+    with session_scope() as session:
+        assert list(session.scalars(select(KnowledgeGap.question))) == ["Можно прийти с собакой?"]
+        assert session.scalar(select(func.count()).select_from(Suggestion)) == 0
