@@ -1,4 +1,5 @@
-"""`python -m app.cli kb ...`: ingest, list, delete and search a client's knowledge base.
+"""`python -m app.cli kb ...`: ingest, list, delete and search a client's knowledge base; the questions it had
+nothing for (`gaps`) and managers' answers to them (`suggestions`, `accept`, `reject`: accepting one ingests it).
 
 The embedded Qdrant store belongs to the one process that opened its folder (the running service), so
 these commands go through the service's admin API at --url (env TRUFFLES_URL, default
