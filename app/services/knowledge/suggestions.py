@@ -98,7 +98,11 @@ def listed(session: Session, *, client_id: uuid.UUID, status: SuggestionStatus |
 def find(session: Session, *, client_id: uuid.UUID, id_prefix: str, lock: bool = False) -> Suggestion:
     """The client's suggestion whose id starts with `id_prefix` (as listed: its first eight characters will do)."""
     prefix = id_prefix.strip().lower()
-    query = select(Suggestion).where(Suggestion.client_id == client_id, cast(Suggestion.id, String).startswith(prefix)).limit(2)
+    query = (
+        select(Suggestion)
+        .where(Suggestion.client_id == client_id, cast(Suggestion.id, String).startswith(prefix, autoescape=True))
+        .limit(2)
+    )
     found = list(session.scalars(query.with_for_update() if lock else query)) if len(prefix) >= 4 else []
     if len(found) != 1:
         raise SuggestionNotFound(id_prefix)
