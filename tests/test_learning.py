@@ -204,3 +204,18 @@ def test_questions_and_suggestions_follow_the_clients_retention(api, salon, chat
     with session_scope() as session:
         assert list(session.scalars(select(KnowledgeGap.question))) == ["Можно прийти с собакой?"]
         assert session.scalar(select(func.count()).select_from(Suggestion)) == 0
+
+
+def test_without_managers_to_tell_the_questions_are_still_collected(api, make_client, chatflow, capsys):
+    client = make_client("salon", telegram_chat_id=None)
+    kb.ingest_text(client_id=str(client.id), source="salon.md", text=SALON_KB, kind="markdown")
+    phone = "77010001761"
+    _say(api, "Вы делаете ремонт автомобилей?", phone)
+    assert wait_until(lambda: chatflow.sent_texts(phone)) == [replies.CLARIFY]
+    _say(api, "ремонт двигателя", phone)
+    assert wait_until(lambda: len(chatflow.sent_texts(phone)) == 2 and chatflow.sent_texts(phone))[-1] == replies.NO_KNOWLEDGE_ALONE
+    with session_scope() as session:
+        assert list(session.scalars(select(KnowledgeGap.question).order_by(KnowledgeGap.created_at))) == [
+            "Вы делаете ремонт автомобилей?",
+            "ремонт двигателя",
+        ]

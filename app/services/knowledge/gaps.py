@@ -86,20 +86,19 @@ def groups(session: Session, *, client_id: uuid.UUID, since: datetime, until: da
         query = query.where(KnowledgeGap.created_at < until)
     rows = session.execute(query.order_by(KnowledgeGap.created_at.desc()).limit(_MAX_ROWS)).all()
     found: list[GapGroup] = []
-    leaders: dict[str, list[tuple[np.ndarray, GapGroup]]] = {}  # by embedder: each group's first vector
+    leaders: dict[str, _Leaders] = {}  # by embedder (a vector space): each group's first vector
     by_words: dict[str, GapGroup] = {}
     for question, vector, embedder, handover_id, created_at in reversed(rows):  # oldest first: the first wording leads
         group = by_words.get(_words(question))
-        if group is None and vector is not None and embedder:
-            unit = _unit(vector)
-            group = next((g for leader, g in leaders.get(embedder, []) if float(leader @ unit) >= settings.kb_gap_similarity), None)
+        if group is None:
+            if vector is not None and embedder:
+                space = leaders.setdefault(embedder, _Leaders(len(vector)))
+                group = space.closest(_unit(vector), settings.kb_gap_similarity)
             if group is None:
                 group = GapGroup(question)
-                leaders.setdefault(embedder, []).append((unit, group))
                 found.append(group)
-        elif group is None:
-            group = GapGroup(question)
-            found.append(group)
+                if vector is not None and embedder:
+                    space.add(_unit(vector), group)
         by_words.setdefault(_words(question), group)
         group.count += 1
         group.handovers += handover_id is not None
@@ -108,6 +107,29 @@ def groups(session: Session, *, client_id: uuid.UUID, since: datetime, until: da
             group.examples.append(question)
     found.sort(key=lambda g: (-g.count, -(g.last_at.timestamp() if g.last_at else 0)))
     return found
+
+
+class _Leaders:
+    """The groups' first vectors in one matrix: a question is compared with all of them in one product."""
+
+    def __init__(self, dim: int) -> None:
+        self.vectors = np.zeros((16, dim), dtype=np.float32)
+        self.groups: list[GapGroup] = []
+
+    def closest(self, unit: np.ndarray, floor: float) -> GapGroup | None:
+        if not self.groups or unit.shape[0] != self.vectors.shape[1]:
+            return None
+        scores = self.vectors[: len(self.groups)] @ unit
+        best = int(np.argmax(scores))
+        return self.groups[best] if float(scores[best]) >= floor else None
+
+    def add(self, unit: np.ndarray, group: GapGroup) -> None:
+        if unit.shape[0] != self.vectors.shape[1]:
+            return
+        if len(self.groups) == len(self.vectors):
+            self.vectors = np.concatenate([self.vectors, np.zeros_like(self.vectors)])
+        self.vectors[len(self.groups)] = unit
+        self.groups.append(group)
 
 
 def _unit(vector: list[float]) -> np.ndarray:
