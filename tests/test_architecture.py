@@ -41,7 +41,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "main": {"bootstrap", "middleware", "routers", "services.knowledge"},
     "worker": {"bootstrap"},
     "cli": {"models", "schemas", "cli_kb", "services.*"},
-    "cli_kb": {"services.*"},
+    "cli_kb": {"models", "services.*"},
 }
 for infra in INFRA:
     MAY_IMPORT[infra] = {"models"} if infra == "metrics" else set()

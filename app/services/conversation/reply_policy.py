@@ -245,7 +245,7 @@ def _no_knowledge(facts: TurnFacts, intent: IntentResult) -> Decision:
         return _escalate(facts, intent, HandoverReason.NO_KNOWLEDGE, replies.FALLBACK_RESPONSES["no_knowledge"])
     if facts.last_step in (BotStep.CLARIFY, BotStep.OFFER):
         if not facts.managers_reachable:
-            return _decision(Action.ANSWER, intent, text=replies.NO_KNOWLEDGE_ALONE)
+            return replace(_decision(Action.ANSWER, intent, text=replies.NO_KNOWLEDGE_ALONE), reason=HandoverReason.NO_KNOWLEDGE)
         return _decision(Action.ANSWER, intent, text=replies.OFFER_MANAGER, step=BotStep.OFFER)
     return _decision(Action.ANSWER, intent, text=replies.CLARIFY, step=BotStep.CLARIFY)
 

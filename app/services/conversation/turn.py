@@ -41,7 +41,7 @@ from app.services.conversation.assistant import ChatTurn, Handoff
 from app.services.conversation.intent import Intent, IntentResult
 from app.services.conversation.reply_policy import Action, BotStep, Decision, TurnFacts
 from app.services.handover import card, lifecycle, topics
-from app.services.knowledge import kb
+from app.services.knowledge import gaps, kb
 from app.services.operations import alerts, limits
 from app.services.operations.limits import Limit
 from app.utils.errors import ConfigError, ExternalServiceError, MediaRejected
@@ -551,8 +551,21 @@ def _finish(turn: Turn, decision: Decision, plan: booking.Plan = _NO_PLAN) -> tu
                 customer_text=turn.customer_text,
             )
             outcome = TurnOutcome.ANSWER
+        if outcome in (TurnOutcome.ANSWER, TurnOutcome.ESCALATE) and _found_nothing(decision):
+            gaps.record(
+                session,
+                client_id=turn.client_id,
+                conversation_id=conversation.id,
+                question=turn.customer_text,
+                accepted_offer=turn.last_step == BotStep.OFFER and decision.action == Action.ESCALATE,
+            )
         outbox_ids = outbox.written(session)
     return outcome, outbox_ids
+
+
+def _found_nothing(decision: Decision) -> bool:
+    """The turn's question had no answer in the knowledge base (asked to clarify, offered or called a manager)."""
+    return decision.step in (BotStep.CLARIFY, BotStep.OFFER) or decision.reason == HandoverReason.NO_KNOWLEDGE
 
 
 def _reply(session: Session, turn: Turn, text_: str, *, reason: str | None = None) -> uuid.UUID:
