@@ -22,14 +22,14 @@ from dramatiq.brokers.redis import RedisBroker
 from app.config import settings
 from app.db import session_scope
 from app.queue import QUEUE, Job, broker
-from app.schemas.outbox import BookingCard, Card, ManagerMedia, ManagerText, TopicMedia, TopicText, WhatsAppText
+from app.schemas.outbox import BookingCard, Card, Digest, ManagerMedia, ManagerText, TopicMedia, TopicText, WhatsAppText
 from app.services import clients
 from app.services.booking import card as booking_card
 from app.services.booking import manager as booking_manager
 from app.services.channels import media_store, outbox
 from app.services.conversation import inbound, scheduling, turn
 from app.services.handover import bots, manager_actions, reminders, topics
-from app.services.operations import alerts, health, retention
+from app.services.operations import alerts, digest, health, retention
 from app.services.operations.maintenance import Maintenance, Task
 from app.utils.logging import setup_logging
 
@@ -57,6 +57,7 @@ def wire() -> RedisBroker:
             outbox.register(TopicMedia, topics.deliver_media)
             outbox.register(Card, topics.deliver_card)
             outbox.register(BookingCard, booking_manager.deliver_card)
+            outbox.register(Digest, digest.deliver)
             manager_actions.register_buttons(list(booking_card.BookingAction), booking_manager.press)
             manager_actions.register_topic_reader(booking_manager.proposal)
             outbox.on_gave_up(alerts.delivery_failed)
@@ -98,6 +99,7 @@ def maintenance_tasks() -> list[Task]:
         ("media", media_store.remove_expired),  # managers' files past their expiry
         ("alerts", health.run_checks),  # health checks, and the alerts they and the error counters raise
         ("retention", retention.prune_if_due),  # personal data past its retention, hourly
+        ("digest", digest.send_due),  # each client's daily digest, once per local day (a row claims it)
     ]
 
 

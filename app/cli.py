@@ -28,6 +28,7 @@ from app.services.booking.store import store as booking_store
 from app.services.channels import telegram
 from app.services.conversation import intent, sensitive
 from app.services.handover import bots, report
+from app.services.operations import digest
 from app.utils import crypto
 from app.utils.errors import ConfigError, TrufflesError
 
@@ -272,6 +273,26 @@ def cmd_report_handovers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """The daily digest's figures over any period: from --since (a local day, default today) to the end of --until or now."""
+    if not args.client:
+        raise TrufflesError("report needs --client SLUG (or a report: report handovers --client SLUG)")
+    with session_scope() as session:
+        client = clients.get_by_slug(session, args.client)
+        timezone = clients.settings_of(client).timezone
+        now = db_now(session)
+        start = digest.day_bounds(args.since or now.astimezone(ZoneInfo(timezone)).date(), timezone)[0]
+        end = min(now, digest.day_bounds(args.until, timezone)[1]) if args.until else now
+        if end <= start:
+            raise TrufflesError("--since must be before --until and not in the future")
+        found = digest.figures(session, client=client, start=start, end=end)
+    if args.json:
+        print(json.dumps(digest.as_json(found), ensure_ascii=False, indent=2))
+    else:
+        print(digest.render(found, title="Отчёт"))
+    return 0
+
+
 def cmd_services_load(args: argparse.Namespace) -> int:
     """Replace a client's services list (the truth for prices and durations) with a YAML file's."""
     entries = catalog.parse_yaml(Path(args.file).read_text(encoding="utf-8"))
@@ -496,7 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
     sec.add_parser("rotate", help="re-encrypt stored tokens with the first key of SECRETS_KEY").set_defaults(func=cmd_secrets_rotate)
 
     add_demo_commands(sub)
-    rep = sub.add_parser("report", help="reports").add_subparsers(dest="report", required=True)
+    rep_parser = sub.add_parser("report", help="how the bot did over a period (the daily digest's figures); report handovers")
+    rep_parser.add_argument("--client")
+    rep_parser.add_argument("--since", type=date.fromisoformat, metavar="YYYY-MM-DD", help="from this local day (default: today)")
+    rep_parser.add_argument("--until", type=date.fromisoformat, metavar="YYYY-MM-DD", help="to the end of this local day (default: now)")
+    rep_parser.add_argument("--json", action="store_true")
+    rep_parser.set_defaults(func=cmd_report)
+    rep = rep_parser.add_subparsers(dest="report")
     rep_handovers = rep.add_parser("handovers", help="handovers by outcome, time to take, takes and skips per manager")
     rep_handovers.add_argument("--client", required=True)
     rep_handovers.add_argument("--days", type=int, default=7)

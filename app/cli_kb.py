@@ -1,4 +1,5 @@
-"""`python -m app.cli kb ...`: ingest, list, delete and search a client's knowledge base.
+"""`python -m app.cli kb ...`: ingest, list, delete and search a client's knowledge base; the questions it had
+nothing for (`gaps`) and managers' answers to them (`suggestions`, `accept`, `reject`: accepting one ingests it).
 
 The embedded Qdrant store belongs to the one process that opened its folder (the running service), so
 these commands go through the service's admin API at --url (env TRUFFLES_URL, default
@@ -13,18 +14,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
+from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import requests
+from sqlalchemy.orm import Session
 
 from app.config import settings
+from app.db import now as db_now
 from app.db import session_scope
+from app.models import Suggestion, SuggestionStatus
 from app.services import clients
-from app.services.knowledge import kb, qdrant
+from app.services.knowledge import gaps, kb, qdrant, suggestions
 from app.utils.errors import ExternalServiceError
 
 _DEFAULT_URL = "http://127.0.0.1:8000"
@@ -196,6 +205,131 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- what the bot could not answer, and what managers answered instead -------------------------------
+
+
+def cmd_gaps(args: argparse.Namespace) -> int:
+    """The questions the bot found nothing for in the last days, similar ones together, the most asked first."""
+    with session_scope() as session:
+        client = clients.get_by_slug(session, args.client)
+        since = db_now(session) - timedelta(days=args.days)
+        found = gaps.groups(session, client_id=client.id, since=since)
+    if args.json:
+        _print_json([asdict(group) for group in found])
+        return 0
+    if not found:
+        print(f"no unanswered questions of '{args.client}' in the last {args.days} days")
+    for group in found:
+        called = f", a manager called {group.handovers}×" if group.handovers else ""
+        print(f"{group.count:>4}×  {_one_line(group.question)}  (last {group.last_at:%Y-%m-%d %H:%M}{called})")
+        for example in group.examples:
+            print(f"       also: {_one_line(example)}")
+    return 0
+
+
+def cmd_suggestions(args: argparse.Namespace) -> int:
+    """Managers' answers to questions the bot could not answer, waiting for `kb accept` or `kb reject`."""
+    with session_scope() as session:
+        client = clients.get_by_slug(session, args.client)
+        suggestions.collect(session, client_id=client.id)
+        wanted = None if args.all else SuggestionStatus.PENDING
+        rows: list[dict[str, str]] = [
+            {
+                "id": str(s.id),
+                "status": s.status.value,
+                "question": s.question,
+                "answer": s.answer,
+                "manager": s.manager or "?",
+                "created_at": s.created_at.isoformat(),
+                "source": s.source or "",
+            }
+            for s in suggestions.listed(session, client_id=client.id, status=wanted)
+        ]
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print(f"no suggestions of '{args.client}' waiting: they appear when a manager answers a question the bot could not")
+    for row in rows:
+        decided = "" if row["status"] == SuggestionStatus.PENDING else f"  [{row['status']}]"
+        print(f"{row['id'][:8]}  {row['created_at'][:16]}  by {row['manager']}{decided}")
+        print(f"   Q: {_one_line(row['question'])}")
+        print(f"   A: {_one_line(row['answer'])}")
+    if rows and not args.all:
+        print(f"accept: python -m app.cli kb accept --client {args.client} ID [--edit]; reject: kb reject --client {args.client} ID")
+    return 0
+
+
+def _pending(session: Session, args: argparse.Namespace, *, lock: bool = False) -> Suggestion:
+    client = clients.get_by_slug(session, args.client)
+    try:
+        found = suggestions.find(session, client_id=client.id, id_prefix=args.id, lock=lock)
+    except suggestions.SuggestionNotFound:
+        raise _Failed(f"no suggestion of '{args.client}' with id {args.id} (kb suggestions --client {args.client} lists them)") from None
+    if found.status != SuggestionStatus.PENDING:
+        raise _Failed(f"suggestion {args.id} is already {found.status}")
+    return found
+
+
+def cmd_accept(args: argparse.Namespace) -> int:
+    """Add a suggestion to the client's knowledge base as a Q&A entry (as it is, or as edited)."""
+    with session_scope() as session:
+        found = _pending(session, args)
+        suggestion_id, question, answer = found.id, found.question, found.answer
+    question, answer = args.question or question, args.answer or answer
+    if args.edit:
+        question, answer = _edited(question, answer)
+    try:
+        document = suggestions.entry(suggestion_id, question=question, answer=answer)
+    except ValueError as exc:
+        raise _Failed(f"{exc}: nothing added") from None
+
+    def remote() -> Any:
+        return _call(args, "POST", "/documents", files={"file": (document.source, document.data)}, timeout=_INGEST_TIMEOUT)
+
+    _run(args, remote, lambda client_id: kb.ingest_bytes(client_id=client_id, source=document.source, data=document.data))
+    with session_scope() as session:
+        suggestions.accept(session, _pending(session, args, lock=True), document, question=question, answer=answer)
+    if args.json:
+        _print_json({"id": str(suggestion_id), "source": document.source, "question": question, "answer": answer})
+    else:
+        print(f"added to the knowledge base of '{args.client}' as {document.source}: the bot answers this question from now on")
+    return 0
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    with session_scope() as session:
+        suggestions.reject(session, _pending(session, args, lock=True))
+    print(f"suggestion {args.id} rejected: nothing added to the knowledge base")
+    return 0
+
+
+_EDIT_HELP = "# The question, then a line with three dashes, then the answer. Lines starting with # are left out.\n"
+
+
+def _edited(question: str, answer: str) -> tuple[str, str]:
+    """The question and answer as the operator leaves them in $VISUAL / $EDITOR."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8", delete=False) as draft:
+        draft.write(f"{_EDIT_HELP}{question}\n---\n{answer}\n")
+    path = Path(draft.name)
+    try:
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+        if subprocess.run([*shlex.split(editor), str(path)], check=False).returncode != 0:
+            raise _Failed(f"the editor ({editor}) failed: nothing added")
+        text = "\n".join(line for line in path.read_text(encoding="utf-8").splitlines() if not line.startswith("#"))
+    finally:
+        path.unlink(missing_ok=True)
+    edited_question, separator, edited_answer = text.partition("\n---\n")
+    if not separator:
+        raise _Failed("the edited text has no line with --- between the question and the answer: nothing added")
+    return edited_question.strip(), edited_answer.strip()
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
@@ -209,7 +343,7 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
 def add_kb_commands(subparsers: Any) -> None:
     """Register `kb ingest|list|delete|search` on the CLI's subparsers."""
-    command = subparsers.add_parser("kb", help="a client's knowledge base: ingest, list, delete, search")
+    command = subparsers.add_parser("kb", help="a client's knowledge base: ingest, list, delete, search; gaps and suggestions")
     actions = command.add_subparsers(dest="action", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--client", required=True, help="the client's slug")
@@ -228,3 +362,18 @@ def add_kb_commands(subparsers: Any) -> None:
     search.add_argument("query")
     search.add_argument("--limit", type=int, default=5, choices=range(1, 21), metavar="N", help="how many results (1-20)")
     search.set_defaults(func=_guarded(cmd_search))
+    gaps_ = actions.add_parser("gaps", parents=[common], help="questions the bot could not answer, similar ones grouped")
+    gaps_.add_argument("--days", type=int, default=30, help="how far back (default 30)")
+    gaps_.set_defaults(func=_guarded(cmd_gaps))
+    suggested = actions.add_parser("suggestions", parents=[common], help="managers' answers waiting to become knowledge")
+    suggested.add_argument("--all", action="store_true", help="accepted and rejected ones too")
+    suggested.set_defaults(func=_guarded(cmd_suggestions))
+    accept = actions.add_parser("accept", parents=[common], help="add a suggestion to the knowledge base as a Q&A entry")
+    accept.add_argument("id", help="the suggestion's id (its first 8 characters will do)")
+    accept.add_argument("--edit", action="store_true", help="edit the question and answer in $EDITOR first")
+    accept.add_argument("--question", help="store this question instead")
+    accept.add_argument("--answer", help="store this answer instead")
+    accept.set_defaults(func=_guarded(cmd_accept))
+    reject = actions.add_parser("reject", parents=[common], help="drop a suggestion: nothing is added")
+    reject.add_argument("id")
+    reject.set_defaults(func=_guarded(cmd_reject))

@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     # Relevance floor for answers (`judge()` in services/knowledge/kb.py), tuned on the tune split of
     # bench/fixtures/kb for the bundled e5 model (python -m bench.retrieval_bench). Re-tune when EMBEDDING_PROVIDER changes.
     kb_min_score: float = 0.83
+    # Unanswered questions whose search vectors are at least this similar (cosine) are one group in `kb gaps`
+    # (e5: "сколько стоит маникюр" / "какая цена на маникюр" 0.97, маникюр / педикюр 0.91)
+    kb_gap_similarity: float = 0.92
     # Embedded Qdrant only: score a tenant's vectors with numpy from an in-process copy (dropped on every
     # write) instead of Qdrant's pure-Python scoring; false = always ask Qdrant (slow, for comparisons).
     kb_search_cache: bool = True

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import zlib
 
 _TEST_DB = os.environ.get("TEST_DATABASE_URL", f"postgresql+psycopg2://postgres@127.0.0.1:5432/truffles_test_{os.getpid()}")
 
@@ -272,11 +273,15 @@ def telegram(_telegram_server: FakeTelegram, monkeypatch: pytest.MonkeyPatch) ->
 
 
 @pytest.fixture
-def make_client() -> Callable[..., Any]:
-    """Create a client with ChatFlow credentials; returns its ClientInfo-like row snapshot."""
+def make_client(telegram: FakeTelegram) -> Callable[..., Any]:
+    """Create a client with ChatFlow credentials and, unless told otherwise, a Telegram group of its own on the
+    fake Telegram (managers can be told); returns its ClientInfo-like row snapshot."""
 
     def create(slug: str = "salon", **fields: Any) -> Any:
         fields.setdefault("name", slug.title())
+        if "telegram_chat_id" not in fields:
+            fields["telegram_chat_id"] = -1_009_000_000_000 - zlib.crc32(slug.encode())
+            fields.setdefault("telegram_bot_token", "100001:test-bot-token")
         fields.setdefault("webhook_secret", WEBHOOK_SECRET)
         fields.setdefault("chatflow_token", f"cf-token-{slug}")
         fields.setdefault("chatflow_instance_id", f"inst-{slug}")

@@ -42,7 +42,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "worker": {"bootstrap"},
     "cli": {"models", "schemas", "cli_kb", "cli_demo", "services.*"},
     "cli_demo": {"models", "cli_kb", "services.*"},
-    "cli_kb": {"services.*"},
+    "cli_kb": {"models", "services.*"},
 }
 for infra in INFRA:
     MAY_IMPORT[infra] = {"models"} if infra == "metrics" else set()

@@ -201,6 +201,22 @@ def test_the_model_recognises_a_request_the_rules_do_not(api, salon, chatflow, t
     assert "booking" in schema["required"] and len(llm.chat_requests()) == 1  # one call answers and recognises
 
 
+@pytest.mark.parametrize("text", ["у меня запись на завтра, во сколько приходить?", "я записана на 15:00, можно опоздать на 10 минут?"])
+def test_a_customer_asking_about_a_booking_they_have_is_not_asked_to_book_again(api, salon, chatflow, telegram, llm, text):
+    llm.set_reply(json.dumps({"reply": "Уточню у администратора.", "handoff": "none", "reason": "", "booking": None}))
+    assert exchange(api, chatflow, text) == "Уточню у администратора."
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(BookingRequest)) == 0
+
+
+def test_without_a_manager_group_no_booking_is_collected_nor_promised(api, make_client, chatflow, llm):
+    make_client("salon", telegram_chat_id=None, settings={"booking_enabled": True})  # nobody could confirm it
+    llm.set_reply(json.dumps({"reply": "Конечно, на какое время?", "handoff": "none", "reason": "", "booking": None}))
+    assert exchange(api, chatflow, "Запишите меня завтра в 15 на маникюр, Айгерим") == "Конечно, на какое время?"
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(BookingRequest)) == 0
+
+
 def test_bookings_off_the_bot_just_answers(api, make_client, chatflow, llm):
     make_client("salon")
     llm.set_reply("Конечно, на какое время?")

@@ -4,7 +4,7 @@ import concurrent.futures
 import time
 from datetime import timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from app.config import settings
 from app.db import session_scope
@@ -20,6 +20,7 @@ from app.models import (
     OutboxStatus,
     User,
 )
+from app.services import replies
 from app.services.conversation import inbound, scheduling, turn
 from app.services.replies import CLARIFY, FALLBACK_RESPONSES, GREETING
 from tests.helpers import chatflow_payload, wait_until
@@ -231,6 +232,19 @@ def test_openai_down_gives_fallback_and_ai_error_handover(api, llm, chatflow, ma
     with session_scope() as session:
         handover = session.scalar(select(Handover))
     assert handover is not None and (handover.reason, handover.status) == (HandoverReason.AI_ERROR, HandoverStatus.PENDING)
+
+
+def test_without_a_manager_group_the_bot_never_promises_a_manager(api, llm, chatflow, make_client):
+    make_client("salon", telegram_chat_id=None)
+    api.post("/webhook/salon", json=chatflow_payload("позовите менеджера", phone="77010000041"))
+    assert wait_until(lambda: chatflow.sent_texts("77010000041")) == [replies.NO_MANAGER]
+    llm.server_error(500, times=None)
+    api.post("/webhook/salon", json=chatflow_payload("Какие у вас цены?", phone="77010000042"))
+    assert wait_until(lambda: chatflow.sent_texts("77010000042")) == [replies.NO_MANAGER]
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(Handover)) == 0  # nobody could take one: the bot stays on
+    api.post("/webhook/salon", json=chatflow_payload("Привет", phone="77010000041"))
+    assert wait_until(lambda: len(chatflow.sent_texts("77010000041")) == 2)  # still answered by the bot
 
 
 def test_without_openai_key_the_bot_still_answers(api, chatflow, make_client):

@@ -15,6 +15,7 @@ from app.models.handover import (
     HandoverReason,
     HandoverStatus,
 )
+from app.models.insight import DailyDigest, KnowledgeGap, Suggestion, SuggestionStatus
 from app.models.media_file import MediaFile
 from app.models.message import Message, MessageRole, MessageStatus, MessageType
 from app.models.outbox import OutboxChannel, OutboxItem, OutboxKind, OutboxStatus
@@ -33,12 +34,14 @@ __all__ = [
     "Company",
     "Conversation",
     "ConversationState",
+    "DailyDigest",
     "Handover",
     "HandoverAction",
     "HandoverEvent",
     "HandoverOutcome",
     "HandoverReason",
     "HandoverStatus",
+    "KnowledgeGap",
     "MediaFile",
     "Message",
     "MessageRole",
@@ -49,6 +52,8 @@ __all__ = [
     "OutboxKind",
     "OutboxStatus",
     "Service",
+    "Suggestion",
+    "SuggestionStatus",
     "TelegramBot",
     "TelegramUpdate",
     "User",

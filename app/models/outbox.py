@@ -33,6 +33,7 @@ class OutboxKind(StrEnum):
     TOPIC_MEDIA = "topic_media"  # the customer's file into the topic
     CARD = "card"  # the handover card in the topic, rendered from the handover's state
     BOOKING_CARD = "booking_card"  # a booking request's card in the topic, rendered from its state
+    DIGEST = "digest"  # the client's daily digest in the group's General topic
 
 
 class OutboxItem(Base):

@@ -93,6 +93,9 @@ class ClientSettings(BaseModel):
     # Telegram user ids or @usernames allowed to press a card's buttons and reply to customers; empty: any
     # member of the client's group
     managers: list[str] = Field(default_factory=list, max_length=200)
+    # The daily digest in the group's General topic, at this local time (the `timezone` above), about the day before
+    digest_enabled: bool = True
+    digest_time: str = Field(default="09:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM, local")
     # Days a customer's messages (text, transcripts, media metadata) are kept
     retention_days: int = Field(default=180, ge=1, le=3650)
     # This client's daily budgets; None: the deployment's LIMIT_MODEL_CALLS_PER_DAY / LIMIT_TRANSCRIPTION_SECONDS_PER_DAY

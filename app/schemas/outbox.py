@@ -2,6 +2,7 @@
 where the item is queued and read back by the handler that delivers it (see services/channels/outbox.py)."""
 
 import uuid
+from datetime import date
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -88,6 +89,16 @@ class BookingCard(OutboxPayload):
     booking_id: uuid.UUID
 
 
+class Digest(OutboxPayload):
+    """The client's daily digest (HTML) in the General topic of its Telegram group."""
+
+    channel: ClassVar[OutboxChannel] = OutboxChannel.TELEGRAM
+    kind: ClassVar[OutboxKind] = OutboxKind.DIGEST
+
+    day: date  # the client's local day it reports
+    text: str
+
+
 PAYLOAD_TYPES: dict[str, type[OutboxPayload]] = {  # by OutboxKind
-    payload.kind: payload for payload in (WhatsAppText, ManagerText, ManagerMedia, TopicText, TopicMedia, Card, BookingCard)
+    payload.kind: payload for payload in (WhatsAppText, ManagerText, ManagerMedia, TopicText, TopicMedia, Card, BookingCard, Digest)
 }

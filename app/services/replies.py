@@ -9,6 +9,10 @@ FALLBACK_RESPONSES = {
     "whatsapp_error": "Не удалось отправить сообщение.",
 }
 
+# No manager can be told (the client has no Telegram group or bot yet): the bot never promises one.
+NO_MANAGER = "Извините, сейчас не могу передать ваш вопрос менеджеру в этом чате. Пожалуйста, напишите нам позже."
+NO_KNOWLEDGE_ALONE = "К сожалению, не нашёл ответа на ваш вопрос. Попробуйте, пожалуйста, сформулировать его иначе."
+
 # Offline mode (no language model): a greeting gets a greeting.
 GREETING = "Здравствуйте! Чем могу помочь?"
 

@@ -91,6 +91,11 @@ def _norm(text: str) -> str:
 
 
 _BOOK = re.compile(r"\b(?:запиш|записа|записат|запись|забронир|брон[ьи]|жазыл|жазып|жазсаңыз|жазыңыз|тіркел)\w*")
+# A booking the customer already has ("у меня запись на завтра, во сколько приходить?"): not a new request
+_HAVE = re.compile(
+    r"\b(?:у меня|моя|мою|моей|мой|по|насчет|насчёт)\s+(?:есть\s+|уже\s+|была\s+)?запис\w*|\b(?:я|мы)\s+(?:уже\s+)?записан\w*|"
+    r"\bменя\s+(?:уже\s+)?записал\w*|\bжазылғанмын|\bжазылып қойдым|\bжазылып едім"
+)
 _WISH = re.compile(
     r"\b(?:можно|хочу|хотела?|хотим|есть|свободн\w*|окошк\w*|окно|окна|приду|прийти|подойти|подъеду|бола ма|болады ма|бар ма|"
     r"келсем|келуге|барсам)\b"
@@ -114,8 +119,11 @@ _NOT_A_SERVICE = re.compile(r"^(?:да|нет|ок|окей|хорошо|спа�
 
 
 def wants_booking(text: str, *, now: datetime) -> bool:
-    """A booking request in the customer's words: a booking word, or a day or time with "можно / хочу / есть"."""
+    """A booking request in the customer's words: a booking word, or a day or time with "можно / хочу / есть";
+    never words about a booking they already have."""
     norm = _norm(text)
+    if _HAVE.search(norm):
+        return False
     if _BOOK.search(norm):
         return True
     return bool(_WISH.search(norm)) and when.read(text, now=now).anything

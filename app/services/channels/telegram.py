@@ -72,6 +72,11 @@ def bot_for(client: Client) -> Bot:
     return Bot(token)
 
 
+def reachable(client: Client) -> bool:
+    """Whether the client's managers can be told anything: a group to post in and a bot to post with."""
+    return client.telegram_chat_id is not None and (client.telegram_bot_token is not None or settings.telegram_bot_token is not None)
+
+
 def chat_for(client: Client) -> int:
     if client.telegram_chat_id is None:
         raise ConfigError(f"client '{client.slug}' has no telegram chat id (python -m app.cli client update --telegram-chat-id)")

@@ -30,10 +30,12 @@ language model a greeting is greeted and a confident knowledge match quoted (nev
 like an internal rule); a model that fails hands the customer to a manager. The model's own judgement
 (model_answered) can hand the turn over too, and an answer of its that touches a sensitive topic or repeats
 the business's policy is replaced by a handover. Out of business hours every acknowledgement says when a
-manager answers instead of "soon".
+manager answers instead of "soon". A client whose managers cannot be told (no Telegram group or bot yet)
+never has a handover promised: the customer hears that no manager can be reached here, no manager is offered,
+and the operator is alerted.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from app.models import HandoverReason, HandoverStatus
@@ -86,6 +88,7 @@ class TurnFacts:
     sensitive_topic: str | None = None  # the sensitive topic the customer's words touch (its label)
     guard: sensitive.Guard = sensitive.NO_GUARD  # the client's topics and policy, for the model's answer
     voice_skipped: bool = False  # a voice note was not transcribed: the client's transcription budget is spent
+    managers_reachable: bool = True  # the client has a Telegram group and a bot: a manager can be told
 
 
 @dataclass(frozen=True)
@@ -241,6 +244,8 @@ def _no_knowledge(facts: TurnFacts, intent: IntentResult) -> Decision:
     if facts.settings.no_knowledge_policy == NoKnowledgePolicy.ESCALATE:
         return _escalate(facts, intent, HandoverReason.NO_KNOWLEDGE, replies.FALLBACK_RESPONSES["no_knowledge"])
     if facts.last_step in (BotStep.CLARIFY, BotStep.OFFER):
+        if not facts.managers_reachable:
+            return replace(_decision(Action.ANSWER, intent, text=replies.NO_KNOWLEDGE_ALONE), reason=HandoverReason.NO_KNOWLEDGE)
         return _decision(Action.ANSWER, intent, text=replies.OFFER_MANAGER, step=BotStep.OFFER)
     return _decision(Action.ANSWER, intent, text=replies.CLARIFY, step=BotStep.CLARIFY)
 
@@ -278,7 +283,13 @@ def _quote(hit: KnowledgeHit) -> str:
     return split_text(body or hit.text, QUOTE_CHARS)[0]
 
 
+NO_MANAGER_CHANNEL = "no_manager_channel"  # the detail of an escalation nobody could be told of
+
+
 def _escalate(facts: TurnFacts, intent: IntentResult, reason: HandoverReason, text: str, *, detail: str | None = None) -> Decision:
+    if not facts.managers_reachable:  # "передаю менеджеру" would be untrue: say so, and the turn tells the operator
+        unreachable = Decision(Action.ANSWER, text=replies.NO_MANAGER, reason=reason, detail=NO_MANAGER_CHANNEL)
+        return replace(unreachable, intent=intent.intent, intent_source=intent.source)
     return Decision(
         Action.ESCALATE, text=_hours(facts, text), reason=reason, detail=detail or None, intent=intent.intent, intent_source=intent.source
     )

@@ -34,14 +34,14 @@ from app.services.booking import apply as booking
 from app.services.booking import flow, prices
 from app.services.booking.catalog import NO_SERVICES, Catalog
 from app.services.booking.store import store as booking_store
-from app.services.channels import outbox, stt
+from app.services.channels import outbox, stt, telegram
 from app.services.channels.media import fetch_media
 from app.services.conversation import assistant, intent, reply_policy, scheduling, sensitive
 from app.services.conversation.assistant import ChatTurn, Handoff
 from app.services.conversation.intent import Intent, IntentResult
 from app.services.conversation.reply_policy import Action, BotStep, Decision, TurnFacts
 from app.services.handover import card, lifecycle, topics
-from app.services.knowledge import kb
+from app.services.knowledge import gaps, kb
 from app.services.operations import alerts, limits
 from app.services.operations.limits import Limit
 from app.utils.errors import ConfigError, ExternalServiceError, MediaRejected
@@ -126,6 +126,7 @@ class Turn:
     catalog: Catalog = NO_SERVICES  # the client's services list
     booking_id: uuid.UUID | None = None  # the booking request in progress (being collected, or a proposal to answer)
     booking: flow.Draft | None = None
+    managers_reachable: bool = True  # the client has a Telegram group and a bot
     parts: list[TurnPart] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
@@ -172,7 +173,13 @@ class Turn:
             answer_to_offer=reply_policy.yes_or_no(self.customer_text) if self.last_step == BotStep.OFFER else None,
             sensitive_topic=topic.label if topic else None,
             guard=guard,
+            managers_reachable=self.managers_reachable,
         )
+
+    @property
+    def booking_on(self) -> bool:
+        """Bookings are collected only when the client wants them and a manager can confirm them."""
+        return self.client_settings.booking_enabled and self.managers_reachable
 
     @property
     def scope(self) -> limits.Scope:
@@ -221,6 +228,10 @@ def _run_turn(conversation_id: uuid.UUID) -> TurnOutcome:
     for outbox_id in outbox_ids:
         outbox.deliver(outbox_id)
     _count(turn, decision, outcome)
+    if decision.detail == reply_policy.NO_MANAGER_CHANNEL:
+        logger.warning("handover.no_manager_channel", extra={**turn.log, "reason": decision.reason})
+        text_ = f"{turn.client_name}: клиенту нужен менеджер, но Telegram-группа или бот клиента не настроены"
+        alerts.fire(f"no_manager:{turn.client_slug}", text_)
     return outcome
 
 
@@ -277,6 +288,7 @@ def _open_turn(conversation_id: uuid.UUID) -> Turn | None:
             catalog=bookings.catalog(client.id),
             booking_id=in_progress.id if in_progress else None,
             booking=booking.draft_of(in_progress) if in_progress else None,
+            managers_reachable=telegram.reachable(client),
         )
 
 
@@ -390,7 +402,7 @@ def _decide(turn: Turn) -> tuple[Decision, booking.Plan]:
         return routed, _NO_PLAN
     assert found is not None  # route() decides every turn without words
     heard = flow.Heard(turn.customer_text, reply_policy.yes_or_no(turn.customer_text), found.intent == Intent.QUESTION)
-    step = flow.step(turn.booking, heard, _booking_context(turn)) if turn.client_settings.booking_enabled else None
+    step = flow.step(turn.booking, heard, _booking_context(turn)) if turn.booking_on else None
     plan = booking.Plan(turn.booking_id, step)
     if step is not None and not step.answer_first:
         return _booking_reply(found, step.reply), plan
@@ -416,14 +428,14 @@ def _decide(turn: Turn) -> tuple[Decision, booking.Plan]:
             sensitive_topics=facts.guard.labels,
             clock=assistant.clock_note(turn.schedule, turn.now),
             services=_services_for(turn),
-            booking=turn.client_settings.booking_enabled and step is None,
+            booking=turn.booking_on and step is None,
             log_extra=turn.log,
         )
     except ConfigError:
         return _with_booking(reply_policy.without_model(facts, found, knowledge), step), plan
     except ExternalServiceError:
         return reply_policy.model_failed(facts, found), _NO_PLAN
-    if step is None and answer.booking is not None and turn.booking is None:
+    if step is None and answer.booking is not None and turn.booking is None and turn.booking_on:
         wish = answer.booking
         hinted = replace(heard, hint=flow.Hint(wish.service, wish.when, wish.name))
         step = flow.step(None, hinted, _booking_context(turn))
@@ -539,8 +551,21 @@ def _finish(turn: Turn, decision: Decision, plan: booking.Plan = _NO_PLAN) -> tu
                 customer_text=turn.customer_text,
             )
             outcome = TurnOutcome.ANSWER
+        if outcome in (TurnOutcome.ANSWER, TurnOutcome.ESCALATE) and _found_nothing(decision):
+            gaps.record(
+                session,
+                client_id=turn.client_id,
+                conversation_id=conversation.id,
+                question=turn.customer_text,
+                accepted_offer=turn.last_step == BotStep.OFFER and decision.action == Action.ESCALATE,
+            )
         outbox_ids = outbox.written(session)
     return outcome, outbox_ids
+
+
+def _found_nothing(decision: Decision) -> bool:
+    """The turn's question had no answer in the knowledge base (asked to clarify, offered or called a manager)."""
+    return decision.step in (BotStep.CLARIFY, BotStep.OFFER) or decision.reason == HandoverReason.NO_KNOWLEDGE
 
 
 def _reply(session: Session, turn: Turn, text_: str, *, reason: str | None = None) -> uuid.UUID:

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
 from app.models import Handover, HandoverAction, HandoverEvent, HandoverOutcome
@@ -41,13 +41,10 @@ class HandoverReport:
         return self.by_outcome.get(HandoverOutcome.UNTAKEN, 0) + self.by_outcome.get(HandoverOutcome.SILENT, 0)
 
 
-def handovers(session: Session, *, client_id: uuid.UUID, since: datetime) -> HandoverReport:
-    """The handovers of a client opened since `since`."""
-    rows = session.execute(
-        select(Handover.outcome, Handover.reason, Handover.created_at, Handover.taken_at).where(
-            Handover.client_id == client_id, Handover.created_at >= since
-        )
-    ).all()
+def handovers(session: Session, *, client_id: uuid.UUID, since: datetime, until: datetime | None = None) -> HandoverReport:
+    """The handovers of a client opened since `since` (and before `until`)."""
+    opened = (Handover.client_id == client_id, Handover.created_at >= since, Handover.created_at < until if until else true())
+    rows = session.execute(select(Handover.outcome, Handover.reason, Handover.created_at, Handover.taken_at).where(*opened)).all()
     by_outcome: dict[str, int] = {}
     by_reason: dict[str, int] = {}
     waits = []
@@ -60,7 +57,7 @@ def handovers(session: Session, *, client_id: uuid.UUID, since: datetime) -> Han
     counts = session.execute(
         select(HandoverEvent.actor_name, HandoverEvent.action, func.count())
         .join(Handover, Handover.id == HandoverEvent.handover_id)
-        .where(Handover.client_id == client_id, Handover.created_at >= since, HandoverEvent.action.in_(_MANAGER_ACTIONS))
+        .where(*opened, HandoverEvent.action.in_(_MANAGER_ACTIONS))
         .group_by(HandoverEvent.actor_name, HandoverEvent.action)
     ).all()
     per_manager: dict[str, dict[str, int]] = {}

@@ -755,6 +755,15 @@ def _query_vector(embedder: Embedder, query: str) -> list[float]:
     return vector
 
 
+def searched_vector(query: str) -> tuple[str, list[float]] | None:
+    """The vector a search of `query` computed in this process (with its embedder's name), if still held:
+    never embeds, so a caller inside a transaction can keep it (an unanswered question, see gaps.py)."""
+    name = embeddings.get_embedder().name
+    with _query_cache_lock:
+        vector = _query_cache.get((name, query_text(query)))
+    return (name, vector) if vector is not None else None
+
+
 def warm_query(query: str) -> None:
     """Embed a query before it is searched (while a customer's turn waits for its last message), so the
     turn itself does not wait for the embedder. Harmless when the turn's text turns out different."""

@@ -1,5 +1,6 @@
 """Retention of personal data, run by the maintenance task: a customer's messages (text, transcripts, media
-metadata) are deleted after their client's `retention_days` (default 180), Telegram update ids after
+metadata, the questions the bot could not answer and managers' answers suggested from them) are deleted after
+their client's `retention_days` (default 180), Telegram update ids after
 TELEGRAM_UPDATES_RETENTION_DAYS and finished outbox items (sent, failed, cancelled: they hold the texts too)
 after OUTBOX_RETENTION_DAYS. In batches on indexed columns, at most once an hour across processes."""
 
@@ -58,13 +59,32 @@ _OUTBOX = f"""
 """
 
 
+# The questions the bot could not answer and the managers' answers suggested as knowledge hold customers' words:
+# kept as long as the client's messages.
+_GAPS = """
+    DELETE FROM knowledge_gaps WHERE id IN (
+        SELECT id FROM knowledge_gaps
+        WHERE client_id = :client_id AND created_at < now() - make_interval(days => :days)
+        LIMIT :batch)
+"""
+_SUGGESTIONS = """
+    DELETE FROM kb_suggestions WHERE id IN (
+        SELECT id FROM kb_suggestions
+        WHERE client_id = :client_id AND created_at < now() - make_interval(days => :days)
+        LIMIT :batch)
+"""
+
+
 def prune() -> dict[str, int]:
     """Delete what is past its retention; how many rows of each kind."""
     with session_scope() as session:
         rows = session.execute(select(Client.id, Client.settings)).all()
     retention = [(client_id, ClientSettings.from_stored(own).retention_days) for client_id, own in rows]
     deleted = {
-        "messages": sum(_in_batches(_MESSAGES, {"client_id": client_id, "days": days}) for client_id, days in retention),
+        **{
+            kind: sum(_in_batches(statement, {"client_id": client_id, "days": days}) for client_id, days in retention)
+            for kind, statement in (("messages", _MESSAGES), ("knowledge_gaps", _GAPS), ("kb_suggestions", _SUGGESTIONS))
+        },
         "telegram_updates": _in_batches(_TELEGRAM_UPDATES, {"days": settings.telegram_updates_retention_days}),
         "outbox": _in_batches(_OUTBOX, {"days": settings.outbox_retention_days}),
     }
