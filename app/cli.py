@@ -2,10 +2,7 @@
 
 import argparse
 import json
-import os
 import sys
-import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import date, timedelta
@@ -13,17 +10,17 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import requests
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
+from app.cli_demo import add_demo_commands
 from app.cli_kb import add_kb_commands
 from app.config import settings
 from app.db import now as db_now
 from app.db import session_scope
-from app.models import BookingStatus, Client, Conversation, Message, MessageRole, MessageStatus, User
+from app.models import BookingStatus, Client, Conversation, User
 from app.schemas.client import WEEKDAYS
 from app.services import clients, hours
 from app.services.booking import catalog
@@ -369,58 +366,6 @@ def cmd_bookings_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    """Post a customer message to the running service and print what the customer would receive."""
-    phone = "".join(ch for ch in args.phone if ch.isdigit())
-    message_id = f"SIM{uuid.uuid4().hex[:16].upper()}"
-    payload = {
-        "messageType": "text",
-        "message": args.text,
-        "metadata": {"sender": args.name, "timestamp": int(time.time()), "messageId": message_id, "remoteJid": f"{phone}@s.whatsapp.net"},
-        "mediaData": None,
-    }
-    secret = args.secret or os.environ.get("WEBHOOK_SECRET") or _saved_secret(args.client)
-    headers = {"X-Webhook-Secret": secret} if secret else {}
-    started = time.time()
-    try:
-        response = requests.post(f"{args.url.rstrip('/')}/webhook/{args.client}", json=payload, headers=headers, timeout=10)
-    except requests.RequestException as exc:
-        print(f"service not reachable at {args.url}: {type(exc).__name__}", file=sys.stderr)
-        return 2
-    print(f"webhook: HTTP {response.status_code} {response.text} ({(time.time() - started) * 1000:.0f} ms)")
-    if response.status_code == 401:
-        print("the client's webhook secret is needed: --secret S (or WEBHOOK_SECRET)", file=sys.stderr)
-    if response.status_code != 200:
-        return 1
-    reply = _wait_for_reply(args.client, phone, message_id, timeout=args.timeout)
-    if reply is None:
-        print(f"no reply within {args.timeout:.0f} s (the bot may be muted or the conversation handed to a manager)")
-        return 1
-    print(f"reply ({reply.status}, {(time.time() - started):.1f} s):\n{reply.content}")
-    return 0
-
-
-def _wait_for_reply(slug: str, phone: str, message_id: str, *, timeout: float) -> Message | None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        with session_scope() as session:
-            asked = session.scalar(
-                select(Message).join(Client, Client.id == Message.client_id).where(Client.slug == slug, Message.external_id == message_id)
-            )
-            if asked is not None and asked.turn_id is not None and asked.status == MessageStatus.PROCESSED:
-                reply = session.scalar(
-                    select(Message)
-                    .join(Conversation, Conversation.id == Message.conversation_id)
-                    .join(User, User.id == Conversation.user_id)
-                    .where(User.phone == phone, Message.role == MessageRole.ASSISTANT, Message.turn_id == asked.turn_id)
-                )
-                if reply is not None:
-                    return reply
-                return None
-        time.sleep(0.3)
-    return None
-
-
 def cmd_db_init(args: argparse.Namespace) -> int:
     """Create the database if it does not exist, then apply every migration."""
     url = make_url(settings.database_url)
@@ -433,44 +378,6 @@ def cmd_db_init(args: argparse.Namespace) -> int:
     admin.dispose()
     command.upgrade(Config(str(Path(__file__).resolve().parent.parent / "alembic.ini")), "head")
     print("schema is up to date")
-    return 0
-
-
-DEMO_PROMPT = (
-    "Ты — ассистент салона красоты «Лотос» в Алматы. Отвечаешь клиентам в WhatsApp вежливо и коротко, "
-    "помогаешь узнать цены, время работы и записаться."
-)
-
-
-def _secret_file(slug: str) -> Path:
-    return Path("data") / f"{slug}-webhook-secret"
-
-
-def _saved_secret(slug: str) -> str | None:
-    """The demo's webhook secret, saved by `demo` for `simulate` on this machine."""
-    path = _secret_file(slug)
-    return path.read_text(encoding="utf-8").strip() if path.is_file() else None
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Create (or refresh) the demo client used by scripts/start.sh, with a new webhook secret each time; the
-    secret is saved in data/demo-webhook-secret (owner-only) for `simulate`."""
-    secret = clients.new_webhook_secret()
-    fields: dict[str, Any] = {"name": "Салон «Лотос» (demo)", "prompt": DEMO_PROMPT, "webhook_secret": secret}
-    if args.chatflow_token:
-        fields.update(chatflow_token=args.chatflow_token, chatflow_instance_id=args.chatflow_instance)
-    with session_scope() as session:
-        exists = session.scalar(select(Client.id).where(Client.slug == "demo")) is not None
-        if exists:
-            clients.update(session, slug="demo", **fields)
-        else:
-            clients.create(session, slug="demo", **fields)
-    path = _secret_file("demo")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.chmod(0o600)
-    path.write_text(secret + "\n", encoding="utf-8")
-    print(f"demo client ready: POST /webhook/demo (its webhook secret is in {path}; simulate reads it from there)")
     return 0
 
 
@@ -590,12 +497,6 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database set-up").add_subparsers(dest="action", required=True)
     db.add_parser("init", help="create the database if missing and apply migrations").set_defaults(func=cmd_db_init)
 
-    demo = sub.add_parser("demo", help="create the demo client")
-    demo.add_argument("--chatflow-token")
-    demo.add_argument("--chatflow-instance", default="demo")
-    demo.add_argument("--public-url", default="http://127.0.0.1:8000")
-    demo.set_defaults(func=cmd_demo)
-
     classify = sub.add_parser("intent", help="classify a customer message")
     classify.add_argument("text")
     classify.add_argument("--json", action="store_true")
@@ -615,15 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     sec.add_parser("generate-key", help="print a new SECRETS_KEY").set_defaults(func=cmd_secrets_generate_key)
     sec.add_parser("rotate", help="re-encrypt stored tokens with the first key of SECRETS_KEY").set_defaults(func=cmd_secrets_rotate)
 
-    sim = sub.add_parser("simulate", help="send a customer message to the running service and print the reply")
-    sim.add_argument("--client", required=True)
-    sim.add_argument("--phone", required=True)
-    sim.add_argument("--name", default="Test customer")
-    sim.add_argument("--url", default="http://127.0.0.1:8000")
-    sim.add_argument("--timeout", type=float, default=60.0)
-    sim.add_argument("--secret", help="the client's webhook secret (default: WEBHOOK_SECRET, or the demo's saved one)")
-    sim.add_argument("text")
-    sim.set_defaults(func=cmd_simulate)
+    add_demo_commands(sub)
     rep_parser = sub.add_parser("report", help="how the bot did over a period (the daily digest's figures); report handovers")
     rep_parser.add_argument("--client")
     rep_parser.add_argument("--since", type=date.fromisoformat, metavar="YYYY-MM-DD", help="from this local day (default: today)")

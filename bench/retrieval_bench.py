@@ -1,6 +1,9 @@
 """Retrieval benchmark: quality on the «Жібек» fixture, threshold sweep, search latency at 5 000 chunks.
 
-    python -m bench.retrieval_bench [--json] [--chunks 5000] [--embed-all] [--shape share|dominant|both]
+    python -m bench.retrieval_bench [--json] [--chunks 5000] [--embed-all] [--shape share|dominant|both] [--structured]
+
+Also quality on a business's own structured file (fixtures/kb/structured/studio.yaml, loaded as it is:
+FAQ items as Q&A, everything else as passages); `--structured` runs that part alone.
 
 Runs offline on a temporary embedded Qdrant. The fixture is ingested through kb (real loaders,
 chunking, embeddings). Filler chunks for other tenants (and this one) have real sparse vectors, but
@@ -33,6 +36,8 @@ from app.services.knowledge import embeddings, kb, qdrant
 
 FIXTURE = Path(__file__).parent / "fixtures" / "kb"
 CLIENT = "zhibek"
+STRUCTURED = FIXTURE / "structured"
+STRUCTURED_CLIENT = "aisulu"
 OTHER_TENANTS = ("autoservice", "dental", "bakery")
 _SAMPLE_EMBED = 160
 
@@ -68,14 +73,7 @@ def evaluate(threshold: float) -> dict[str, Any]:
         off.append({**question, "top": hits[0].score if hits else 0.0, "heading": hits[0].heading if hits else ""})
 
     def summary(selected: list[dict[str, Any]]) -> dict[str, float]:
-        n = len(selected) or 1
-        return {
-            "n": len(selected),
-            "hit@1": round(sum(row["rank"] == 0 for row in selected) / n, 3),
-            "hit@3": round(sum(row["rank"] is not None for row in selected) / n, 3),
-            # answered with the right chunk among what relevant() keeps
-            "answered@3": round(sum(row["rank"] is not None and row["top"] >= threshold for row in selected) / n, 3),
-        }
+        return _summary(selected, threshold)
 
     def rejection(selected: list[dict[str, Any]]) -> float:
         return round(sum(row["top"] < threshold for row in selected) / (len(selected) or 1), 3)
@@ -127,6 +125,57 @@ def evaluate(threshold: float) -> dict[str, Any]:
         "confident": confident,
         "sweep": sweep,
     }
+
+
+def _summary(selected: list[dict[str, Any]], threshold: float) -> dict[str, float]:
+    n = len(selected) or 1
+    return {
+        "n": len(selected),
+        "hit@1": round(sum(row["rank"] == 0 for row in selected) / n, 3),
+        "hit@3": round(sum(row["rank"] is not None for row in selected) / n, 3),
+        # answered with the right chunk among what relevant() keeps
+        "answered@3": round(sum(row["rank"] is not None and row["top"] >= threshold for row in selected) / n, 3),
+    }
+
+
+def evaluate_structured(threshold: float) -> dict[str, Any]:
+    """hit@1 / hit@3 / answered@3 of the questions on the structured file, ingested as it is (kb.ingest_paths)."""
+    report = kb.ingest_paths(client_id=STRUCTURED_CLIENT, paths=[STRUCTURED / "studio.yaml"])
+    if report.failed:
+        raise RuntimeError(f"the structured fixture did not load: {report.failed}")
+    questions = yaml.safe_load((STRUCTURED / "questions.yaml").read_text(encoding="utf-8"))["questions"]
+    rows = []
+    for question in questions:
+        hits = kb.search(client_id=STRUCTURED_CLIENT, query=question["q"], limit=3)
+        rows.append({**question, "rank": _rank(hits, question["expect"]), "top": hits[0].score if hits else 0.0})
+
+    return {
+        "chunks": report.chunks,
+        "threshold": threshold,
+        "all": _summary(rows, threshold),
+        "kazakh": _summary([row for row in rows if row["lang"] == "kk"], threshold),
+        "misses@1": [row["q"] for row in rows if row["rank"] != 0],
+        "below_threshold": [row["q"] for row in rows if row["top"] < threshold],
+    }
+
+
+def run_structured() -> dict[str, Any]:
+    """The structured-file quality alone, in a temporary embedded Qdrant."""
+    with tempfile.TemporaryDirectory(prefix="kb-bench-") as folder:
+        qdrant.configure(path=Path(folder))
+        try:
+            return {"embedder": embeddings.get_embedder().name, "structured": evaluate_structured(settings.kb_min_score)}
+        finally:
+            qdrant.configure(path=None)
+
+
+def _print_structured(structured: dict[str, Any]) -> None:
+    print(f"structured file (studio.yaml as it is, {structured['chunks']} chunks):")
+    for name in ("all", "kazakh"):
+        row = structured[name]
+        print(f"  {name:16} n={row['n']:3}  hit@1={row['hit@1']:.3f}  hit@3={row['hit@3']:.3f}  answered@3={row['answered@3']:.3f}")
+    print(f"  misses@1: {structured['misses@1']}")
+    print(f"  below kb_min_score={structured['threshold']}: {structured['below_threshold']}")
 
 
 def _share(part: int, whole: int) -> float:
@@ -336,6 +385,7 @@ def run(*, chunks: int, own: int, embed_all: bool, rounds: int, quality: bool = 
             results["ingest"] = {"chunks": report.chunks, "seconds": round(time.perf_counter() - started, 2)}
             if quality:
                 results["quality"] = evaluate(settings.kb_min_score)
+                results["structured"] = evaluate_structured(settings.kb_min_score)
             results["load"] = load_filler(chunks - report.chunks, own=own, embed_all=embed_all)
             results["rss_mb_loaded"] = round(_rss_mb(), 1)
             if quality:
@@ -380,6 +430,7 @@ def _print(results: dict[str, Any]) -> None:
             "  sweep (tune split, on accepted/off rejected): "
             + "  ".join(f"{row['threshold']:.2f}:{row['tune_on_accepted']:.2f}/{row['tune_off_rejected']:.2f}" for row in sweep)
         )
+        _print_structured(results["structured"])
         print(f"quality with {load['filler_points']} filler points loaded:")
         _print_quality(results["quality_under_load"])
     print(
@@ -410,7 +461,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", choices=("share", "dominant", "both"), default="both", help="how the chunks are spread over tenants")
     parser.add_argument("--embed-all", action="store_true", help="embed every filler chunk instead of a sample")
     parser.add_argument("--rounds", type=int, default=3, help="passes over the questions for latency")
+    parser.add_argument("--structured", action="store_true", help="only the quality on the structured file")
     args = parser.parse_args(argv)
+    if args.structured:
+        structured = run_structured()
+        if args.json:
+            print(json.dumps(structured, ensure_ascii=False, indent=2))
+        else:
+            print(f"embedder {structured['embedder']}")
+            _print_structured(structured["structured"])
+        return 0
     shapes = {"share": (479, True), "dominant": (args.chunks - 521, False)}
     runs = [
         run(chunks=args.chunks, own=own, embed_all=args.embed_all, rounds=args.rounds, quality=quality)

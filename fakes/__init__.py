@@ -3,7 +3,7 @@
 from fakes.base import FakeServer, RecordedRequest, Response, UploadedFile
 from fakes.chatflow import FakeChatFlow, SentMessage
 from fakes.elevenlabs import FakeElevenLabs, Transcription
-from fakes.openai_api import FakeOpenAI, embed_text
+from fakes.openai_api import FakeOpenAI, embed_text, grounded_reply
 from fakes.telegram import FakeTelegram, TgMessage, TgTopic, make_callback_update, make_message_update, make_user
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "Transcription",
     "UploadedFile",
     "embed_text",
+    "grounded_reply",
     "make_callback_update",
     "make_message_update",
     "make_user",

@@ -6,7 +6,7 @@ import threading
 
 from fakes.chatflow import FakeChatFlow
 from fakes.elevenlabs import FakeElevenLabs
-from fakes.openai_api import FakeOpenAI
+from fakes.openai_api import FakeOpenAI, grounded_reply
 from fakes.telegram import FakeTelegram
 
 
@@ -18,9 +18,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--telegram-port", type=int, default=18003)
     parser.add_argument("--elevenlabs-port", type=int, default=18004)
     parser.add_argument("--llm-latency-ms", type=int, default=0, help="added to every OpenAI answer")
+    parser.add_argument("--echo", action="store_true", help="the model echoes the customer instead of answering from the passages")
     args = parser.parse_args(argv)
 
-    openai = FakeOpenAI(port=args.openai_port, latency=args.llm_latency_ms / 1000)
+    # By default the fake model answers from the best line of the knowledge passages it is given (deterministic).
+    openai = FakeOpenAI(port=args.openai_port, latency=args.llm_latency_ms / 1000, reply=None if args.echo else grounded_reply)
     chatflow = FakeChatFlow(port=args.chatflow_port)
     telegram = FakeTelegram(port=args.telegram_port)
     elevenlabs = FakeElevenLabs(port=args.elevenlabs_port, api_key=None)

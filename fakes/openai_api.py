@@ -176,6 +176,45 @@ class FakeOpenAI(FakeServer):
         )
 
 
+# --- a deterministic model grounded in the prompt's passages (the local demo's "model") ----------------------
+
+_PASSAGES = re.compile(r"Справочные материалы[^\n]*\n<<<\n(.*?)\n>>>", re.DOTALL)
+_PASSAGE_START = re.compile(r"(?:^|\n\n)\[\d+\] ")
+_GREETING = re.compile(r"\b(здравствуй\w*|привет\w*|добр\w+ (?:день|утро|вечер)|сәлем\w*|салем\w*|hello|hi)\b", re.IGNORECASE)
+NOT_IN_PASSAGES = "Уточню у коллег и вернусь с ответом."
+
+
+def grounded_reply(body: dict[str, Any]) -> str:
+    """What a careful model would say, built without one: the line of the reference passages in the system
+    prompt that shares the most words with the customer's message, with the lines of its passage that share as
+    many (the first passage wins a tie, as retrieval ordered them). No passages: a greeting is greeted; anything
+    else is "no knowledge" (a handoff)."""
+    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    system = " ".join(_text_of(m.get("content")) for m in messages if m.get("role") == "system")
+    question = next((_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+    found = _PASSAGES.search(system)
+    passages = [p.strip() for p in _PASSAGE_START.split(found.group(1)) if p.strip()] if found else []
+    if not passages:
+        if _GREETING.search(question):
+            return "Здравствуйте! Подскажу цены, время работы и адрес — спрашивайте."
+        return json.dumps({"reply": NOT_IN_PASSAGES, "handoff": "no_knowledge", "reason": "нет в материалах"}, ensure_ascii=False)
+    wanted = _stems(question)
+    best: list[str] = []
+    best_score = -1
+    for passage in passages:
+        lines = passage.splitlines()
+        scored = [(len(wanted & _stems(line)), line.strip()) for line in (lines[1:] if len(lines) > 1 else lines) if line.strip()]
+        top = max((score for score, _ in scored), default=-1)
+        if top > best_score:  # the first passage holding the best line; its lines that match as well as that one
+            best, best_score = [line for score, line in scored if score == top], top
+    return "\n".join(best)
+
+
+def _stems(text: str) -> set[str]:
+    # Russian and Kazakh inflect the ending: "маникюр" and "маникюра" share their first five letters.
+    return {word[:5] for word in re.findall(r"\w+", text.lower()) if len(word) >= 3}
+
+
 def _response_schema(response_format: Any) -> tuple[dict[str, Any] | None, str | None]:
     """The JSON schema a json_schema response_format asks for, or the error OpenAI gives for a malformed one."""
     if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":

@@ -47,6 +47,7 @@ _HTML_TAGS = {
     "blockquote",
     "tg-emoji",
 }
+INSPECT_PATH = "/_fake/messages"
 _DEFAULT_RIGHTS = {"can_manage_topics": True, "can_pin_messages": True, "can_delete_messages": True}
 
 
@@ -241,6 +242,8 @@ class FakeTelegram(FakeServer):
         return Response(status, {"ok": False, "error_code": status, "description": description})
 
     def handle(self, request: RecordedRequest) -> Response:
+        if request.path == INSPECT_PATH:
+            return self._inspect(request.params)
         download = re.fullmatch(r"/file/bot([^/]+)/(.+)", request.path)
         if download:
             return self._download(*download.groups())
@@ -265,6 +268,31 @@ class FakeTelegram(FakeServer):
         if isinstance(result, tuple):  # (result, description)
             return Response(200, {"ok": True, "result": result[0], "description": result[1]})
         return Response(200, {"ok": True, "result": result})
+
+    def _inspect(self, params: dict[str, Any]) -> Response:
+        """GET /_fake/messages?chat_id=C[&thread_id=T]: what the managers' group shows, for `simulate` in another
+        process (the bot's messages as plain text, their buttons, edits and pins; not part of the Bot API)."""
+        if params.get("chat_id") in (None, ""):
+            return self.error_response(400, "chat_id is required")
+        thread_id = _opt_int(params.get("thread_id"))
+        with self._lock:
+            chat = self._chat(params["chat_id"])
+            topics = {topic.message_thread_id: topic.name for topic in chat.topics.values()}
+            rows = [
+                {
+                    "message_id": m.message_id,
+                    "thread_id": m.thread_id,
+                    "topic": topics.get(m.thread_id or 0),
+                    "kind": m.kind,
+                    "text": _visible(m.text if m.text is not None else m.caption or "", m.parse_mode),
+                    "buttons": [button.get("text", "") for button in m.buttons()],
+                    "edits": m.edits,
+                    "pinned": m.message_id in chat.pinned,
+                }
+                for m in chat.messages.values()
+                if m.kind != "service" and (thread_id is None or m.thread_id == thread_id)
+            ]
+        return Response(200, {"ok": True, "result": rows})
 
     def _download(self, token: str, path: str) -> Response:
         """GET /file/bot<token>/<file_path>: the bytes of a file getFile described."""
@@ -748,6 +776,11 @@ def _check_entities(text: str, parse_mode: Any) -> str:
 
 _ENTITY = re.compile(r"&(#x[0-9a-fA-F]+|#[0-9]+|[a-zA-Z]+);?")
 _NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
+
+
+def _visible(text: str, parse_mode: Any) -> str:
+    """A stored message as a person reads it (it was accepted, so its markup parses)."""
+    return _parse_html(text) if str(parse_mode or "").lower() == "html" else text
 
 
 def _decode_entity(match: re.Match[str]) -> str:

@@ -21,22 +21,28 @@ fi
 $PY -m app.cli db init
 configured=$($PY -c 'from app.config import settings; print("yes" if settings.chatflow_url else "")')
 if [ -z "$configured" ]; then
+  # FAKES_PORT: the first of four ports (OpenAI, ChatFlow, Telegram, ElevenLabs)
+  F=${FAKES_PORT:-18001}
   echo "CHATFLOW_URL is not set: starting local fakes of ChatFlow, Telegram, OpenAI-compatible and ElevenLabs APIs"
-  $PY -m fakes --openai-port 18001 --chatflow-port 18002 --telegram-port 18003 --elevenlabs-port 18004 &
+  $PY -m fakes --openai-port "$F" --chatflow-port $((F + 1)) --telegram-port $((F + 2)) --elevenlabs-port $((F + 3)) >/dev/null &
   fakes_pid=$!
   trap 'kill $fakes_pid 2>/dev/null || true' EXIT
-  export CHATFLOW_URL=http://127.0.0.1:18002/api/v1/send-text
-  export TELEGRAM_API_URL=http://127.0.0.1:18003
-  export ELEVENLABS_BASE_URL=http://127.0.0.1:18004
+  export CHATFLOW_URL=http://127.0.0.1:$((F + 1))/api/v1/send-text
+  export TELEGRAM_API_URL=http://127.0.0.1:$((F + 2))
+  export ELEVENLABS_BASE_URL=http://127.0.0.1:$((F + 3))
   export MEDIA_ALLOWED_HOSTS=127.0.0.1
+  # Without a key of your own the fake model answers, from the knowledge passages it is given
+  if ! $PY -c 'import sys; from app.config import settings; sys.exit(0 if settings.openai_api_key else 1)'; then
+    export OPENAI_BASE_URL=http://127.0.0.1:$F/v1 OPENAI_API_KEY=sk-local-fake
+    echo "OPENAI_API_KEY is not set: the fake model answers with the best line of the knowledge it is given"
+  fi
   # The fake gateway downloads managers' files from this service, on this machine
   export PUBLIC_BASE_URL=${PUBLIC_BASE_URL:-http://127.0.0.1:$PORT}
-  $PY -m app.cli demo --chatflow-token demo-local-fake
+  $PY -m app.cli demo --chatflow-token demo-local-fake --local-telegram --public-url "http://127.0.0.1:$PORT"
 else
-  $PY -m app.cli demo
+  $PY -m app.cli demo --public-url "http://127.0.0.1:$PORT"
 fi
 
-echo "service: http://127.0.0.1:$PORT  (health: /health)"
-echo "try it:  .venv/bin/python -m app.cli simulate --client demo --phone 77010000001 \"Сколько стоит маникюр?\""
-echo "         (the demo's webhook secret is in data/demo-webhook-secret; simulate reads it from there)"
+echo "service: http://127.0.0.1:$PORT  (health: /health); the first ten minutes: README.md"
+echo "try it:  .venv/bin/python -m app.cli simulate --phone 77010000001 \"Сколько стоит маникюр?\""
 $PY -m uvicorn app.main:app --host 127.0.0.1 --port "$PORT" --loop uvloop --http httptools

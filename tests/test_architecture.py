@@ -40,7 +40,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "bootstrap": {"schemas", "services.*"},
     "main": {"bootstrap", "middleware", "routers", "services.knowledge"},
     "worker": {"bootstrap"},
-    "cli": {"models", "schemas", "cli_kb", "services.*"},
+    "cli": {"models", "schemas", "cli_kb", "cli_demo", "services.*"},
+    "cli_demo": {"models", "cli_kb", "services.*"},
     "cli_kb": {"models", "services.*"},
 }
 for infra in INFRA:

@@ -90,8 +90,76 @@ def test_faq_accepts_question_answer_lists_and_mappings() -> None:
 
     assert [(section.heading, section.body) for section in listed] == [("Есть парковка?", "Да, бесплатная.")]
     assert [(section.heading, section.body) for section in mapped] == [("Оплата > Принимаете Kaspi?", "Да, Kaspi QR.")]
-    with pytest.raises(ValueError):
-        kb.parse_document(yaml.safe_dump([{"title": "no answer here"}]), "faq")
+
+
+SALON_YAML = """
+name: Салон «Тест»
+address:
+  street: ул. Примерная, 1
+  landmarks: [напротив парка, рядом с остановкой]
+hours:
+  пн-пт: 10:00–20:00
+  вс: выходной
+services:
+  Ногти:
+    - name: Маникюр классический
+      aliases: [маникюр]
+      price: 5000 тг
+      duration: 60 мин
+promotions:
+  - title: Скидка в день рождения
+    discount: 15%
+    rules: [за 3 дня до и после, не суммируется]
+policies:
+  - Запись: в WhatsApp, администратор подтвердит.
+  - Отмена не позднее чем за 3 часа.
+faq:
+  - question: Есть парковка?
+    answer: Да, во дворе.
+"""
+
+
+def test_any_yaml_loads_as_passages_that_keep_each_fact_with_its_context() -> None:
+    sections = {section.heading: section.body for section in kb.parse_document(SALON_YAML, "faq")}
+
+    assert sections == {
+        "": "название: Салон «Тест»",
+        "Адрес": "Адрес — улица: ул. Примерная, 1\nАдрес — ориентиры: напротив парка, рядом с остановкой",
+        "Часы работы": "Часы работы — пн-пт: 10:00–20:00\nЧасы работы — вс: выходной",
+        # an item's name, price and duration on one line, under its own heading
+        "Услуги > Ногти > Маникюр классический": "Маникюр классический — цена: 5000 тг, длительность: 60 мин, также называют: маникюр",
+        "Акции > Скидка в день рождения": "Скидка в день рождения — скидка: 15%, условия: за 3 дня до и после, не суммируется",
+        # "- Запись: в WhatsApp" is a sentence of the list, not a section
+        "Правила": "Запись: в WhatsApp, администратор подтвердит.\nОтмена не позднее чем за 3 часа.",
+        "Вопросы и ответы > Есть парковка?": "Да, во дворе.",
+    }
+    listed = kb.parse_document(json.dumps({"items": [{"title": "Без ответа"}]}, ensure_ascii=False), "faq")
+    assert [(section.heading, section.body) for section in listed] == [("items", "title: Без ответа")]  # no longer refused
+
+
+def test_a_structured_file_that_is_too_deep_or_too_big_is_refused_with_a_reason() -> None:
+    deep: Any = "дно"
+    for _ in range(kb.STRUCTURED_MAX_DEPTH + 2):
+        deep = {"уровень": [deep]}
+    with pytest.raises(ValueError, match="nested deeper"):
+        kb.parse_document(json.dumps(deep, ensure_ascii=False), "faq")
+    with pytest.raises(ValueError, match="larger than"):
+        kb.parse_document("a: " + "x" * kb.STRUCTURED_MAX_BYTES, "faq")
+    with pytest.raises(ValueError, match="aliases"):
+        kb.parse_document("a: &a [1, 2]\nb: [*a, *a]", "faq")
+
+
+def test_a_question_finds_the_passage_of_a_structured_file_holding_its_answer(empty_kb: None) -> None:
+    report = kb.ingest_paths(client_id="aisulu", paths=[FIXTURE / "structured" / "studio.yaml"])
+    assert not report.failed
+
+    price = kb.search(client_id="aisulu", query="сколько стоит маникюр?", limit=3)[0]
+    assert price.heading == "Услуги > Ногти > Аппаратный маникюр" and "6000 тг" in price.text and "60 мин" in price.text
+    assert price.score >= settings.kb_min_score
+    friend = kb.search(client_id="aisulu", query="если приведу подругу, будет скидка?", limit=3)[0]
+    assert friend.heading == "Акции > Приведи подругу" and "2000 тг" in friend.text
+    sterile = kb.search(client_id="aisulu", query="инструменты стерилизуете?", limit=3)[0]
+    assert sterile.heading == "Вопросы и ответы > Есть ли стерилизация инструментов?"
 
 
 def test_kazakh_and_transliterated_words_share_terms_with_russian() -> None:

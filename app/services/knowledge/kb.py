@@ -36,7 +36,7 @@ import zipfile
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 from xml.etree import ElementTree
@@ -184,34 +184,174 @@ def _sections_from_blocks(blocks: Sequence[Block]) -> list[Section]:
     return sections
 
 
-def _faq_sections(data: Any, prefix: tuple[str, ...] = ()) -> list[Section]:
-    if isinstance(data, dict):
-        if _faq_pair(data) is not None:
-            return _faq_sections([data], prefix)
-        sections: list[Section] = []
-        for key, value in data.items():
-            if isinstance(value, (str, int, float)):
-                sections.append(Section(path=(*prefix, str(key).strip()), body=str(value).strip()))
-            else:
-                sections.extend(_faq_sections(value, (*prefix, str(key).strip())))
-        return sections
-    if isinstance(data, list):
-        sections = []
-        for item in data:
-            pair = _faq_pair(item) if isinstance(item, dict) else None
-            if pair is None:
-                raise ValueError("a FAQ list must hold {question, answer} or {q, a} items")
-            sections.append(Section(path=(*prefix, pair[0]), body=pair[1]))
-        return sections
-    raise ValueError("a FAQ file must be a list of questions or a mapping")
-
-
 def _faq_pair(item: dict[str, Any]) -> tuple[str, str] | None:
     keys = {str(key).lower(): value for key, value in item.items()}
     for question_key, answer_key in (("question", "answer"), ("q", "a"), ("вопрос", "ответ")):
         if question_key in keys and answer_key in keys:
             return str(keys[question_key]).strip(), str(keys[answer_key]).strip()
     return None
+
+
+# --- structured files (YAML / JSON) ---------------------------------------------------------------
+# A business's own file loads as it is: {question, answer} items become Q&A sections; everything else
+# becomes readable passages that keep each fact with its context (an item's name with its price and
+# duration on one line; a section's title on each of its "key: value" lines), so a line embedded on its
+# own (chunk_lines) still says what it is about.
+
+STRUCTURED_MAX_BYTES = 1024 * 1024  # a business's YAML is a few KiB; parsing is pure Python
+STRUCTURED_MAX_DEPTH = 16
+_NAME_KEYS = ("name", "title", "название", "наименование", "имя", "service", "услуга", "атауы", "аты")
+_SHORT = 200  # longer text (or several lines) gets a section or a line of its own
+# Common English keys read as Russian words, so a Russian question finds them by word as well as by meaning.
+_LABELS = {
+    "name": "название",
+    "price": "цена",
+    "price_from": "цена от",
+    "price_min": "цена от",
+    "price_max": "цена до",
+    "price_to": "цена до",
+    "cost": "стоимость",
+    "duration": "длительность",
+    "duration_minutes": "длительность, мин",
+    "minutes": "минут",
+    "aliases": "также называют",
+    "description": "описание",
+    "address": "адрес",
+    "city": "город",
+    "street": "улица",
+    "entrance": "вход",
+    "floor": "этаж",
+    "landmarks": "ориентиры",
+    "parking": "парковка",
+    "hours": "часы работы",
+    "schedule": "график работы",
+    "holidays": "праздничные дни",
+    "rules": "условия",
+    "conditions": "условия",
+    "valid": "действует",
+    "valid_until": "действует до",
+    "discount": "скидка",
+    "payment": "оплата",
+    "policies": "правила",
+    "policy": "правила",
+    "services": "услуги",
+    "prices": "цены",
+    "promotions": "акции",
+    "promo": "акции",
+    "staff": "мастера",
+    "masters": "мастера",
+    "contacts": "контакты",
+    "about": "о нас",
+    "faq": "вопросы и ответы",
+    "category": "категория",
+    "role": "специализация",
+    "note": "примечание",
+    "notes": "примечания",
+}
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool, date, datetime))
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "да" if value else "нет"
+    return "" if value is None else str(value).strip()
+
+
+def _label(key: Any) -> str:
+    raw = _text(key)
+    return _LABELS.get(raw.lower(), raw.replace("_", " "))
+
+
+def _title(key: Any) -> str:
+    label = _label(key)
+    return label[:1].upper() + label[1:] if label != _text(key) else label
+
+
+def _inline(value: Any) -> str | None:
+    """A short value on one line ("5000 тг", "маникюр, ногти"), or None when it needs lines of its own."""
+    if _scalar(value):
+        text_ = _text(value)
+        return text_ if len(text_) <= _SHORT and "\n" not in text_ else None
+    if isinstance(value, list) and all(_scalar(item) for item in value):
+        text_ = ", ".join(_text(item) for item in value if _text(item))
+        return text_ if len(text_) <= _SHORT else None
+    return None
+
+
+def _item_name(data: dict[Any, Any]) -> tuple[Any, str] | None:
+    for key, value in data.items():
+        if str(key).strip().lower() in _NAME_KEYS and _scalar(value) and _text(value):
+            return key, _text(value)
+    return None
+
+
+def _structured_sections(data: Any, path: tuple[str, ...] = (), depth: int = 0) -> list[Section]:
+    if depth > STRUCTURED_MAX_DEPTH:
+        raise ValueError(f"nested deeper than {STRUCTURED_MAX_DEPTH} levels")
+    if isinstance(data, dict):
+        pair = _faq_pair(data)
+        if pair is not None:
+            return [Section(path=(*path, pair[0]), body=pair[1])]
+        return _mapping_sections(data, path, depth)
+    if isinstance(data, list):
+        loose = [line for item in data if (line := _loose_line(item))]
+        sections = [Section(path=path, body="\n".join(loose))] if loose else []
+        for item in data:
+            if _loose_line(item) is None:
+                sections.extend(_structured_sections(item, path, depth + 1))
+        return sections
+    text_ = _text(data)
+    return [Section(path=path, body=text_)] if text_ else []
+
+
+def _loose_line(item: Any) -> str | None:
+    """A list item that is one line of its list: a scalar, or a sentence YAML read as a one-key mapping
+    ("- Запись: в WhatsApp" is {"Запись": "в WhatsApp"})."""
+    if _scalar(item):
+        return _text(item) or None
+    if isinstance(item, dict) and len(item) == 1:
+        key, value = next(iter(item.items()))
+        if _scalar(value) and _faq_pair(item) is None and not str(key).strip().endswith("?"):
+            return f"{_text(key)}: {_text(value)}"
+    return None
+
+
+def _mapping_sections(data: dict[Any, Any], path: tuple[str, ...], depth: int) -> list[Section]:
+    """A mapping: an item (it has a name) as one line "name — key: value, ..." under its own heading; any other
+    mapping as "title — key: value" lines under its title; long texts, questions and nested parts apart."""
+    named = _item_name(data) if depth else None  # the file's own name is not every section's heading
+    if named is not None:
+        path = (*path, named[1])
+    context = named[1] if named else (path[-1] if path else "")
+    parts: list[str] = []
+    aliases: list[str] = []
+    nested: list[Section] = []
+    for key, value in data.items():
+        if named is not None and key == named[0]:
+            continue
+        short = _inline(value)
+        if short == "":
+            continue
+        if short is not None and isinstance(key, str) and key.strip().endswith("?"):
+            nested.append(Section(path=(*path, key.strip()), body=short))  # "Принимаете Kaspi?": "Да"
+        elif short is not None:
+            part = f"{_label(key)}: {short}"
+            # an item's name, price and duration first; the other names it goes by after them
+            (aliases if _label(key) == _LABELS["aliases"] else parts).append(part)
+        elif _scalar(value):
+            nested.append(Section(path=(*path, _title(key)), body=_text(value)))
+        else:
+            nested.extend(_structured_sections(value, (*path, _title(key)), depth + 1))
+    parts += aliases
+    if named is not None:
+        lines = [f"{named[1]} — {', '.join(parts)}" if parts else named[1]] if parts or not nested else []
+    else:
+        lines = [f"{context} — {part}" if context else part for part in parts]
+    own = [Section(path=path, body="\n".join(lines))] if lines else []
+    return own + nested
 
 
 # A .docx is a zip: what it unpacks to is capped, whatever its headers claim (a few KiB can inflate to GiBs).
@@ -275,17 +415,20 @@ def _pdf_text(data: bytes) -> str:
 
 
 def parse_document(text: str, kind: Kind) -> list[Section]:
-    """Split a document's text into heading sections (FAQ entries become one section each)."""
+    """Split a document's text into heading sections (FAQ entries become one section each; any other YAML/JSON
+    becomes readable passages, see _structured_sections)."""
     if kind == "markdown":
         return _sections_from_blocks(_markdown_blocks(text))
     if kind == "faq":
+        if len(text.encode("utf-8")) > STRUCTURED_MAX_BYTES:
+            raise ValueError(f"a YAML/JSON file larger than {STRUCTURED_MAX_BYTES // 1024} KiB is not read: split it")
         try:
             data = yaml.load(text, Loader=_NoAliasLoader)
         except yaml.YAMLError as exc:
             raise ValueError(f"not valid YAML/JSON: {exc}") from exc
         except RecursionError:
             raise ValueError("not valid YAML/JSON: nested too deeply") from None
-        return [section for section in _faq_sections(data or []) if section.body]
+        return [section for section in _structured_sections(data) if section.body]
     if kind == "text":
         body = text.strip()
         return [Section(path=(), body=body)] if body else []
