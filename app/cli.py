@@ -23,6 +23,8 @@ from app.cli_kb import add_kb_commands
 from app.config import settings
 from app.db import now as db_now
 from app.db import session_scope
+from app.intents import examples as intent_examples
+from app.intents.neighbours import read_csv
 from app.models import BookingStatus, Client, Conversation, Message, MessageRole, MessageStatus, User
 from app.schemas.client import WEEKDAYS
 from app.services import clients, hours
@@ -453,14 +455,65 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client_id(slug: str | None) -> uuid.UUID | None:
+    if slug is None:
+        return None
+    with session_scope() as session:
+        return clients.get_by_slug(session, slug).id
+
+
 def cmd_intent(args: argparse.Namespace) -> int:
-    """Classify a customer message the way the pipeline does."""
-    result = intent.classify(args.text) if args.llm else intent.classify_heuristic(args.text)
+    """Classify a customer message the way a turn does: the rule, the model's probabilities, the client's
+    examples, the decision; with --llm also what the language model says when the decision is unclear."""
+    client_id = _client_id(args.client)
+    decision = intent.decision_for(args.text, client_id=client_id)
+    shown = decision.as_dict()
+    if args.llm:
+        final = intent.classify(args.text, client_id=client_id)
+        shown["final"] = {"intent": final.intent, "confidence": round(final.confidence, 3), "source": final.source}
     if args.json:
-        print(json.dumps({"intent": result.intent, "confidence": round(result.confidence, 3), "source": result.source}, ensure_ascii=False))
-    else:
-        escalate = " (escalate)" if result.intent in intent.ESCALATE_INTENTS else ""
-        print(f"{result.intent}{escalate}  confidence={result.confidence:.2f}  source={result.source}")
+        print(json.dumps(shown, ensure_ascii=False, indent=2))
+        return 0
+    escalate = " (escalate)" if decision.escalate else ""
+    print(f"{decision.intent}{escalate}{'  UNCLEAR' if decision.unclear else ''}  decided by {decision.decided_by}: {decision.reason}")
+    print(f"rule: {decision.rule.intent} {decision.rule.confidence:.2f}")
+    print("model: " + ", ".join(f"{name} {p:.3f}" for name, p in shown["probabilities"].items()))
+    for near in decision.neighbours:
+        print(f"client example {near.similarity:.3f}: {near.label}  {near.text}")
+    if "final" in shown:
+        print(f"final: {shown['final']['intent']} ({shown['final']['source']}, {shown['final']['confidence']:.2f})")
+    return 0
+
+
+def cmd_intent_examples_load(args: argparse.Namespace) -> int:
+    """Replace a client's intent examples with a text,label CSV's (embedded once here; no retraining)."""
+    try:
+        rows = read_csv(Path(args.file).read_text(encoding="utf-8-sig"))
+        with session_scope() as session:
+            count = intent_examples.replace(session, clients.get_by_slug(session, args.client).id, rows)
+    except ValueError as exc:  # a bad line, a text labelled twice, a file that is not UTF-8: nothing was changed
+        raise TrufflesError(f"{args.file}: {exc}") from exc
+    print(f"intent examples of '{args.client}': {count} loaded (workers use them within {intent_examples.EXAMPLES_CACHE_SECONDS} s)")
+    return 0
+
+
+def cmd_intent_examples_list(args: argparse.Namespace) -> int:
+    with session_scope() as session:
+        rows = intent_examples.listed(session, clients.get_by_slug(session, args.client).id)
+    if args.json:
+        print(json.dumps([{"text": text_, "label": label} for text_, label in rows], ensure_ascii=False, indent=2))
+        return 0
+    if not rows:
+        print(f"client '{args.client}' has no intent examples: python -m app.cli intent-examples load --client {args.client} FILE.csv")
+    for text_, label in rows:
+        print(f"{label:<14} {text_}")
+    return 0
+
+
+def cmd_intent_examples_clear(args: argparse.Namespace) -> int:
+    with session_scope() as session:
+        intent_examples.replace(session, clients.get_by_slug(session, args.client).id, [])
+    print(f"intent examples of '{args.client}' removed")
     return 0
 
 
@@ -575,11 +628,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--public-url", default="http://127.0.0.1:8000")
     demo.set_defaults(func=cmd_demo)
 
-    classify = sub.add_parser("intent", help="classify a customer message")
+    classify = sub.add_parser("intent", help="classify a customer message: the rule, the model's probabilities, the decision")
     classify.add_argument("text")
+    classify.add_argument("--client", help="with this client's own examples (intent-examples)")
     classify.add_argument("--json", action="store_true")
-    classify.add_argument("--llm", action="store_true", help="also ask the language model about unclear cases")
+    classify.add_argument("--llm", action="store_true", help="also ask the language model when the decision is unclear")
     classify.set_defaults(func=cmd_intent)
+    examples = sub.add_parser("intent-examples", help="a client's own labelled messages for the intent classifier").add_subparsers(
+        dest="action", required=True
+    )
+    examples_load = examples.add_parser("load", help="replace the client's examples with a CSV's (text,label; a header line is optional)")
+    examples_load.add_argument("--client", required=True)
+    examples_load.add_argument("file")
+    examples_load.set_defaults(func=cmd_intent_examples_load)
+    examples_list = examples.add_parser("list", help="show the client's examples")
+    examples_list.add_argument("--client", required=True)
+    examples_list.add_argument("--json", action="store_true")
+    examples_list.set_defaults(func=cmd_intent_examples_list)
+    examples_clear = examples.add_parser("clear", help="remove the client's examples")
+    examples_clear.add_argument("--client", required=True)
+    examples_clear.set_defaults(func=cmd_intent_examples_clear)
 
     tg = sub.add_parser("telegram", help="check and connect a client's Telegram bot").add_subparsers(dest="action", required=True)
     check = tg.add_parser("check", help="bot rights in the client's chat (topics, pins)")

@@ -26,11 +26,11 @@ from app.intents import corpus
 from app.intents.classifier import classify
 from app.intents.corpus import Example
 from app.intents.decide import Decision, decide
-from app.intents.deps import classify_heuristic
 from app.intents.embedding import embed, embed_many
 from app.intents.labels import ESCALATE, INTENTS, Intent, Lang, Split, Topic
 from app.intents.model import IntentModel, shipped
 from app.intents.neighbours import ClientExamples
+from app.intents.rules import classify_heuristic
 from app.intents.train import CONFIG, design, fit
 from bench.intent_bench import load_fixture
 

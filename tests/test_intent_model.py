@@ -11,7 +11,6 @@ import pytest
 
 from app.intents import (
     ClientExamples,
-    DecidedBy,
     Decision,
     Intent,
     IntentModel,
@@ -24,9 +23,9 @@ from app.intents import (
     shipped,
     train,
 )
-from app.intents.deps import E5Embedder, IntentResult
 from app.intents.embedding import embed, embed_many
-from app.intents.labels import INTENTS, Lang, Split
+from app.intents.labels import INTENTS, IntentResult, IntentSource, Lang, Split
+from app.services.knowledge.embeddings import E5Embedder
 
 # None of these texts is in the corpus (checked below): the table measures what the model learned, not what it saw.
 HARD_CASES = [
@@ -151,7 +150,7 @@ def test_json_says_which_path_decided() -> None:
     assert by_model["decided_by"] == "model" and by_model["escalate"] is True
     assert set(by_model["probabilities"]) == set(INTENTS) and abs(sum(by_model["probabilities"].values()) - 1) < 1e-3
     by_rule = classify("вы издеваетесь? жду ответа третий час").as_dict()
-    assert by_rule["decided_by"] == "rule" and by_rule["rule"]["intent"] == "frustration"
+    assert by_rule["decided_by"] == "heuristic" and by_rule["rule"]["intent"] == "frustration"
 
 
 # --- the training command -------------------------------------------------------------------------
@@ -189,7 +188,7 @@ def decided(text: str, rule: tuple[str, float], neighbours: tuple[Neighbour, ...
 
 def test_a_strong_rule_wins_over_the_model() -> None:
     decision = decided("не пишите мне", ("opt_out", 0.9), opt_out=0.3, question=0.6)
-    assert (decision.intent, decision.decided_by) == (Intent.OPT_OUT, DecidedBy.RULE)
+    assert (decision.intent, decision.decided_by) == (Intent.OPT_OUT, IntentSource.HEURISTIC)
 
 
 def test_a_weak_rule_or_a_rule_class_not_chosen_leaves_it_to_the_model() -> None:
@@ -205,7 +204,7 @@ def test_the_model_vetoes_a_rule_it_is_sure_is_wrong() -> None:
 
 def test_a_rule_that_fired_on_a_quote_does_not_win() -> None:
     decision = decided("вы писали «стоп — чтобы отписаться», а как попасть на акцию?", ("opt_out", 0.9), opt_out=0.15, question=0.7)
-    assert (decision.intent, decision.decided_by) == (Intent.QUESTION, DecidedBy.MODEL)
+    assert (decision.intent, decision.decided_by) == (Intent.QUESTION, IntentSource.MODEL)
 
 
 def test_escalation_sums_both_escalate_classes() -> None:
@@ -223,7 +222,7 @@ def test_a_plausible_escalation_below_its_threshold_is_unclear() -> None:
 def test_a_near_identical_client_example_overrules_rule_and_model() -> None:
     near = (Neighbour("позвоните когда машина будет готова", Intent.OTHER, 0.98),)
     decision = decided("позвоните как машина будет готова", ("frustration", 0.85), near, human_request=0.8)
-    assert (decision.intent, decision.decided_by) == (Intent.OTHER, DecidedBy.CLIENT_EXAMPLES)
+    assert (decision.intent, decision.decided_by) == (Intent.OTHER, IntentSource.CLIENT_EXAMPLES)
     far = (Neighbour("позвоните когда машина будет готова", Intent.OTHER, 0.9),)
     assert decided("позовите менеджера", ("other", 0.7), far, human_request=0.8).intent == Intent.HUMAN_REQUEST
 
@@ -236,7 +235,7 @@ def test_client_examples_correct_a_paraphrase_and_leave_the_rest() -> None:
     examples = ClientExamples.build(read_csv(csv), embed_many)
     assert classify("позвоните как машина будет готова").intent == Intent.HUMAN_REQUEST  # the base model alone escalates it
     corrected = classify("позвоните как машина будет готова", examples=examples)
-    assert (corrected.intent, corrected.decided_by) == (Intent.OTHER, DecidedBy.CLIENT_EXAMPLES)
+    assert (corrected.intent, corrected.decided_by) == (Intent.OTHER, IntentSource.CLIENT_EXAMPLES)
     assert classify("позвоните мне, хочу пожаловаться на мастера", examples=examples).escalate
     assert classify("позовите менеджера", examples=examples).intent == Intent.HUMAN_REQUEST
 

@@ -15,6 +15,7 @@ from app.models.handover import (
     HandoverReason,
     HandoverStatus,
 )
+from app.models.intent import Intent, IntentExample
 from app.models.media_file import MediaFile
 from app.models.message import Message, MessageRole, MessageStatus, MessageType
 from app.models.outbox import OutboxChannel, OutboxItem, OutboxKind, OutboxStatus
@@ -39,6 +40,8 @@ __all__ = [
     "HandoverOutcome",
     "HandoverReason",
     "HandoverStatus",
+    "Intent",
+    "IntentExample",
     "MediaFile",
     "Message",
     "MessageRole",
