@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from _pytest.mark.structures import ParameterSet
 
 from app.intents import (
     ClientExamples,
@@ -33,6 +34,9 @@ HARD_CASES = [
     ("не нужен мне администратор, скажите только цену на окрашивание", Intent.QUESTION),
     ("менеджерді шақырудың керегі жоқ, жұмыс уақытын айтыңызшы", Intent.QUESTION),
     ("ne nado menedzhera, skazhite cenu na strizhku", Intent.QUESTION),
+    ("не надо менеджера, просто скажите сколько стоит педикюр", Intent.QUESTION),
+    ("менеджера звать не надо, во сколько вы завтра открываетесь?", Intent.QUESTION),
+    ("не надо менеджера, спасибо, всё понятно", Intent.THANKS),
     # staff as a topic
     ("ваша администратор Айжан сегодня до скольки работает?", Intent.QUESTION),
     ("мне вчера ваш менеджер всё объяснила, спасибо ей", Intent.THANKS),
@@ -52,9 +56,13 @@ HARD_CASES = [
     ("браво, опять забыли про мою запись", Intent.FRUSTRATION),
     ("спасибо, конечно, но мы прождали горячее целый час", Intent.FRUSTRATION),
     ("рахмет әрине, бірақ тапсырысты үш сағат күттік", Intent.FRUSTRATION),
+    ("спасибо конечно, но ногти облезли через два дня", Intent.FRUSTRATION),
+    ("рахмет, бірақ курьер бір сағат кешікті", Intent.FRUSTRATION),
     # "стоп" inside a longer sentence, a bare "стоп", declining an offer
     ("стоп, я не то время написала, мне на 16:00 в четверг", Intent.BOOKING),
     ("стоп, подождите, я уточню у мужа и напишу", Intent.OTHER),
+    ("стоп, я перепутала, мне на пятницу к 5", Intent.BOOKING),
+    ("стоп, а доставка у вас бесплатная?", Intent.QUESTION),
     ("стоп!!", Intent.OPT_OUT),
     ("больше не присылайте мне акции", Intent.OPT_OUT),
     ("нет, спасибо, пакет не нужен", Intent.OTHER),
@@ -62,6 +70,12 @@ HARD_CASES = [
     # quoting someone else's words
     ("в рассылке вы писали «позвоните администратору», а до скольки она работает?", Intent.QUESTION),
     ("подруга сказала «просто позовите менеджера», но мне только узнать адрес", Intent.QUESTION),
+    ('подруга мне написала "не пишите им больше", но я хочу записаться на пятницу', Intent.BOOKING),
+    pytest.param(
+        "муж говорит «позовите менеджера», а я просто хочу узнать цену",
+        Intent.QUESTION,
+        marks=pytest.mark.xfail(strict=True, reason="known miss: the rule fires on the quote and the model follows it (escalate 0.73)"),
+    ),
     # booking versus a question about booking
     ("как у вас можно записаться, через сайт?", Intent.QUESTION),
     ("запишите меня на чистку лица в субботу", Intent.BOOKING),
@@ -81,7 +95,8 @@ def test_hard_cases_with_the_shipped_model(text: str, expected: Intent) -> None:
 
 def test_hard_cases_are_not_in_the_corpus(lines: list[corpus.Example]) -> None:
     known = {corpus.key(e.text) for e in lines}
-    assert [text for text, _ in HARD_CASES if corpus.key(text) in known] == []
+    texts = [case.values[0] if isinstance(case, ParameterSet) else case[0] for case in HARD_CASES]
+    assert [text for text in texts if corpus.key(str(text)) in known] == []
 
 
 # --- the corpus ---------------------------------------------------------------------------------
