@@ -634,20 +634,12 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--json", action="store_true")
     classify.add_argument("--llm", action="store_true", help="also ask the language model when the decision is unclear")
     classify.set_defaults(func=cmd_intent)
-    examples = sub.add_parser("intent-examples", help="a client's own labelled messages for the intent classifier").add_subparsers(
-        dest="action", required=True
+    _client_set(
+        sub.add_parser("intent-examples", help="a client's own labelled messages for the intent classifier"),
+        load=(cmd_intent_examples_load, "replace the client's examples with a CSV's (text,label; a header line is optional)"),
+        show=(cmd_intent_examples_list, "show the client's examples"),
+        clear=(cmd_intent_examples_clear, "remove the client's examples"),
     )
-    examples_load = examples.add_parser("load", help="replace the client's examples with a CSV's (text,label; a header line is optional)")
-    examples_load.add_argument("--client", required=True)
-    examples_load.add_argument("file")
-    examples_load.set_defaults(func=cmd_intent_examples_load)
-    examples_list = examples.add_parser("list", help="show the client's examples")
-    examples_list.add_argument("--client", required=True)
-    examples_list.add_argument("--json", action="store_true")
-    examples_list.set_defaults(func=cmd_intent_examples_list)
-    examples_clear = examples.add_parser("clear", help="remove the client's examples")
-    examples_clear.add_argument("--client", required=True)
-    examples_clear.set_defaults(func=cmd_intent_examples_clear)
 
     tg = sub.add_parser("telegram", help="check and connect a client's Telegram bot").add_subparsers(dest="action", required=True)
     check = tg.add_parser("check", help="bot rights in the client's chat (topics, pins)")
@@ -677,20 +669,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep_handovers.add_argument("--days", type=int, default=7)
     rep_handovers.add_argument("--json", action="store_true")
     rep_handovers.set_defaults(func=cmd_report_handovers)
-    services = sub.add_parser("services", help="a client's services list: names, prices, durations").add_subparsers(
-        dest="action", required=True
+    _client_set(
+        sub.add_parser("services", help="a client's services list: names, prices, durations"),
+        load=(cmd_services_load, "replace the list with a YAML file's (name, aliases, duration, price)"),
+        show=(cmd_services_list, "show the list"),
+        clear=(cmd_services_clear, "remove the list"),
     )
-    services_load = services.add_parser("load", help="replace the list with a YAML file's (name, aliases, duration, price)")
-    services_load.add_argument("--client", required=True)
-    services_load.add_argument("file")
-    services_load.set_defaults(func=cmd_services_load)
-    services_list = services.add_parser("list", help="show the list")
-    services_list.add_argument("--client", required=True)
-    services_list.add_argument("--json", action="store_true")
-    services_list.set_defaults(func=cmd_services_list)
-    services_clear = services.add_parser("clear", help="remove the list")
-    services_clear.add_argument("--client", required=True)
-    services_clear.set_defaults(func=cmd_services_clear)
     bookings = sub.add_parser("bookings", help="booking requests").add_subparsers(dest="action", required=True)
     bookings_list = bookings.add_parser("list", help="a client's booking requests, the latest first")
     bookings_list.add_argument("--client", required=True)
@@ -700,6 +684,21 @@ def build_parser() -> argparse.ArgumentParser:
     bookings_list.set_defaults(func=cmd_bookings_list)
     add_kb_commands(sub)
     return parser
+
+
+def _client_set(
+    parser: argparse.ArgumentParser, *, load: tuple[Command, str], show: tuple[Command, str], clear: tuple[Command, str]
+) -> None:
+    """A client's set kept from a file: `load --client S FILE` (replaces it), `list --client S [--json]`, `clear --client S`."""
+    actions = parser.add_subparsers(dest="action", required=True)
+    for name, (func, help_) in (("load", load), ("list", show), ("clear", clear)):
+        action = actions.add_parser(name, help=help_)
+        action.add_argument("--client", required=True)
+        if name == "load":
+            action.add_argument("file")
+        if name == "list":
+            action.add_argument("--json", action="store_true")
+        action.set_defaults(func=func)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
