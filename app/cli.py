@@ -3,6 +3,7 @@
 import argparse
 import json
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import date, timedelta
@@ -20,6 +21,8 @@ from app.cli_kb import add_kb_commands
 from app.config import settings
 from app.db import now as db_now
 from app.db import session_scope
+from app.intents import examples as intent_examples
+from app.intents.neighbours import read_csv
 from app.models import BookingStatus, Client, Conversation, User
 from app.schemas.client import WEEKDAYS
 from app.services import clients, hours
@@ -381,14 +384,65 @@ def cmd_db_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client_id(slug: str | None) -> uuid.UUID | None:
+    if slug is None:
+        return None
+    with session_scope() as session:
+        return clients.get_by_slug(session, slug).id
+
+
 def cmd_intent(args: argparse.Namespace) -> int:
-    """Classify a customer message the way the pipeline does."""
-    result = intent.classify(args.text) if args.llm else intent.classify_heuristic(args.text)
+    """Classify a customer message the way a turn does: the rule, the model's probabilities, the client's
+    examples, the decision; with --llm also what the language model says when the decision is unclear."""
+    client_id = _client_id(args.client)
+    decision = intent.decision_for(args.text, client_id=client_id)
+    shown = decision.as_dict()
+    if args.llm:
+        final = intent.classify(args.text, client_id=client_id)
+        shown["final"] = {"intent": final.intent, "confidence": round(final.confidence, 3), "source": final.source}
     if args.json:
-        print(json.dumps({"intent": result.intent, "confidence": round(result.confidence, 3), "source": result.source}, ensure_ascii=False))
-    else:
-        escalate = " (escalate)" if result.intent in intent.ESCALATE_INTENTS else ""
-        print(f"{result.intent}{escalate}  confidence={result.confidence:.2f}  source={result.source}")
+        print(json.dumps(shown, ensure_ascii=False, indent=2))
+        return 0
+    escalate = " (escalate)" if decision.escalate else ""
+    print(f"{decision.intent}{escalate}{'  UNCLEAR' if decision.unclear else ''}  decided by {decision.decided_by}: {decision.reason}")
+    print(f"rule: {decision.rule.intent} {decision.rule.confidence:.2f}")
+    print("model: " + ", ".join(f"{name} {p:.3f}" for name, p in shown["probabilities"].items()))
+    for near in decision.neighbours:
+        print(f"client example {near.similarity:.3f}: {near.label}  {near.text}")
+    if "final" in shown:
+        print(f"final: {shown['final']['intent']} ({shown['final']['source']}, {shown['final']['confidence']:.2f})")
+    return 0
+
+
+def cmd_intent_examples_load(args: argparse.Namespace) -> int:
+    """Replace a client's intent examples with a text,label CSV's (embedded once here; no retraining)."""
+    try:
+        rows = read_csv(Path(args.file).read_text(encoding="utf-8-sig"))
+        with session_scope() as session:
+            count = intent_examples.replace(session, clients.get_by_slug(session, args.client).id, rows)
+    except ValueError as exc:  # a bad line, a text labelled twice, a file that is not UTF-8: nothing was changed
+        raise TrufflesError(f"{args.file}: {exc}") from exc
+    print(f"intent examples of '{args.client}': {count} loaded (workers use them within {intent_examples.EXAMPLES_CACHE_SECONDS} s)")
+    return 0
+
+
+def cmd_intent_examples_list(args: argparse.Namespace) -> int:
+    with session_scope() as session:
+        rows = intent_examples.listed(session, clients.get_by_slug(session, args.client).id)
+    if args.json:
+        print(json.dumps([{"text": text_, "label": label} for text_, label in rows], ensure_ascii=False, indent=2))
+        return 0
+    if not rows:
+        print(f"client '{args.client}' has no intent examples: python -m app.cli intent-examples load --client {args.client} FILE.csv")
+    for text_, label in rows:
+        print(f"{label:<14} {text_}")
+    return 0
+
+
+def cmd_intent_examples_clear(args: argparse.Namespace) -> int:
+    with session_scope() as session:
+        intent_examples.replace(session, clients.get_by_slug(session, args.client).id, [])
+    print(f"intent examples of '{args.client}' removed")
     return 0
 
 
@@ -497,11 +551,18 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database set-up").add_subparsers(dest="action", required=True)
     db.add_parser("init", help="create the database if missing and apply migrations").set_defaults(func=cmd_db_init)
 
-    classify = sub.add_parser("intent", help="classify a customer message")
+    classify = sub.add_parser("intent", help="classify a customer message: the rule, the model's probabilities, the decision")
     classify.add_argument("text")
+    classify.add_argument("--client", help="with this client's own examples (intent-examples)")
     classify.add_argument("--json", action="store_true")
-    classify.add_argument("--llm", action="store_true", help="also ask the language model about unclear cases")
+    classify.add_argument("--llm", action="store_true", help="also ask the language model when the decision is unclear")
     classify.set_defaults(func=cmd_intent)
+    _client_set(
+        sub.add_parser("intent-examples", help="a client's own labelled messages for the intent classifier"),
+        load=(cmd_intent_examples_load, "replace the client's examples with a CSV's (text,label; a header line is optional)"),
+        show=(cmd_intent_examples_list, "show the client's examples"),
+        clear=(cmd_intent_examples_clear, "remove the client's examples"),
+    )
 
     tg = sub.add_parser("telegram", help="check and connect a client's Telegram bot").add_subparsers(dest="action", required=True)
     check = tg.add_parser("check", help="bot rights in the client's chat (topics, pins)")
@@ -529,20 +590,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep_handovers.add_argument("--days", type=int, default=7)
     rep_handovers.add_argument("--json", action="store_true")
     rep_handovers.set_defaults(func=cmd_report_handovers)
-    services = sub.add_parser("services", help="a client's services list: names, prices, durations").add_subparsers(
-        dest="action", required=True
+    _client_set(
+        sub.add_parser("services", help="a client's services list: names, prices, durations"),
+        load=(cmd_services_load, "replace the list with a YAML file's (name, aliases, duration, price)"),
+        show=(cmd_services_list, "show the list"),
+        clear=(cmd_services_clear, "remove the list"),
     )
-    services_load = services.add_parser("load", help="replace the list with a YAML file's (name, aliases, duration, price)")
-    services_load.add_argument("--client", required=True)
-    services_load.add_argument("file")
-    services_load.set_defaults(func=cmd_services_load)
-    services_list = services.add_parser("list", help="show the list")
-    services_list.add_argument("--client", required=True)
-    services_list.add_argument("--json", action="store_true")
-    services_list.set_defaults(func=cmd_services_list)
-    services_clear = services.add_parser("clear", help="remove the list")
-    services_clear.add_argument("--client", required=True)
-    services_clear.set_defaults(func=cmd_services_clear)
     bookings = sub.add_parser("bookings", help="booking requests").add_subparsers(dest="action", required=True)
     bookings_list = bookings.add_parser("list", help="a client's booking requests, the latest first")
     bookings_list.add_argument("--client", required=True)
@@ -552,6 +605,21 @@ def build_parser() -> argparse.ArgumentParser:
     bookings_list.set_defaults(func=cmd_bookings_list)
     add_kb_commands(sub)
     return parser
+
+
+def _client_set(
+    parser: argparse.ArgumentParser, *, load: tuple[Command, str], show: tuple[Command, str], clear: tuple[Command, str]
+) -> None:
+    """A client's set kept from a file: `load --client S FILE` (replaces it), `list --client S [--json]`, `clear --client S`."""
+    actions = parser.add_subparsers(dest="action", required=True)
+    for name, (func, help_) in (("load", load), ("list", show), ("clear", clear)):
+        action = actions.add_parser(name, help=help_)
+        action.add_argument("--client", required=True)
+        if name == "load":
+            action.add_argument("file")
+        if name == "list":
+            action.add_argument("--json", action="store_true")
+        action.set_defaults(func=func)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.services.conversation.intent import ESCALATE_INTENTS, classify_heuristic
+from app.intents.labels import ESCALATE
+from app.intents.rules import classify_heuristic
 
 FIXTURE = Path(__file__).parent / "fixtures" / "intents.jsonl"
 SPLITS = ("dev", "test", "fresh1", "fresh2", "fresh3")
@@ -85,7 +86,7 @@ def evaluate(examples: Sequence[Example]) -> Report:
     wrong: list[dict[str, Any]] = []
     for ex in examples:
         got = classify_heuristic(ex.text)
-        expected_esc, got_esc = ex.intent in ESCALATE_INTENTS, got.intent in ESCALATE_INTENTS
+        expected_esc, got_esc = ex.intent in ESCALATE, got.intent in ESCALATE
         tp += expected_esc and got_esc
         fp += got_esc and not expected_esc
         fn += expected_esc and not got_esc

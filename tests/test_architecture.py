@@ -32,15 +32,17 @@ MAY_IMPORT: dict[str, set[str]] = {
         "services.handover",
         "services.booking",
         "services.operations",  # the turn reports its response time to the alerts
+        "intents",  # the turn's intent: rules and the learned classifier
     },
-    "intents": {"services.conversation", "services.knowledge"},  # the learned classifier beside the rules
+    # The intent rules, the learned classifier and a client's examples; reads the knowledge search's query vector.
+    "intents": {"models", "services.knowledge"},
     "dependencies": {"schemas", "services.clients"},
     "middleware": {"services.conversation"},
     "routers": {"models", "schemas", "dependencies", "services.*"},
     "bootstrap": {"schemas", "services.*"},
     "main": {"bootstrap", "middleware", "routers", "services.knowledge"},
     "worker": {"bootstrap"},
-    "cli": {"models", "schemas", "cli_kb", "cli_demo", "services.*"},
+    "cli": {"models", "schemas", "cli_kb", "cli_demo", "intents", "services.*"},
     "cli_demo": {"models", "cli_kb", "services.*"},
     "cli_kb": {"models", "services.*"},
 }

@@ -426,4 +426,7 @@ def test_cli_intent_json(capsys):
     from app import cli
 
     assert cli.main(["intent", "Менеджер керек", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"intent": "human_request", "confidence": 0.95, "source": "heuristic"}
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["intent"], shown["escalate"]) == ("human_request", True)
+    assert shown["rule"] == {"intent": "human_request", "confidence": 0.95}
+    assert len(shown["probabilities"]) == 8 and shown["probabilities"]["human_request"] > 0.5

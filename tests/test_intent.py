@@ -1,14 +1,11 @@
-"""Heuristic intent classification: who gets a manager, who gets left alone, who gets an answer."""
+"""The intent rules (app/intents/rules.py): who gets a manager, who gets left alone, who gets an answer."""
 
 import time
 
 import pytest
 
-from app.services.conversation.intent import (
-    ESCALATE_INTENTS,
-    Intent,
-    IntentResult,
-    IntentSource,
+from app.intents.labels import ESCALATE, Intent, IntentResult, IntentSource
+from app.intents.rules import (
     classify_heuristic,
     is_unclear,
     normalise,
@@ -98,7 +95,7 @@ def test_representative_messages(text, intent):
     ],
 )
 def test_mentions_without_a_request_or_complaint_do_not_escalate(text):
-    assert classify_heuristic(text).intent not in ESCALATE_INTENTS
+    assert classify_heuristic(text).intent not in ESCALATE
 
 
 def test_result_is_a_small_frozen_value():
@@ -107,7 +104,7 @@ def test_result_is_a_small_frozen_value():
     assert 0.9 <= result.confidence <= 1.0
     with pytest.raises(AttributeError):
         result.intent = Intent.OTHER  # type: ignore[misc]
-    assert frozenset({Intent.HUMAN_REQUEST, Intent.FRUSTRATION}) == ESCALATE_INTENTS
+    assert frozenset({Intent.HUMAN_REQUEST, Intent.FRUSTRATION}) == ESCALATE
 
 
 def test_confidence_is_high_for_explicit_rules_and_low_for_weak_cues():
@@ -129,7 +126,7 @@ def test_caps_alone_is_a_weak_frustration_signal():
 
 def test_caps_lock_booking_is_left_to_the_model_not_escalated():
     result = classify_heuristic("ЗДРАВСТВУЙТЕ ХОЧУ ЗАПИСАТЬСЯ НА СТРИЖКУ")
-    assert result.intent not in ESCALATE_INTENTS and is_unclear(result)
+    assert result.intent not in ESCALATE and is_unclear(result)
 
 
 def test_bare_decline_is_not_an_opt_out_but_is_unclear():

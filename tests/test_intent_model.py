@@ -8,10 +8,10 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from _pytest.mark.structures import ParameterSet
 
 from app.intents import (
     ClientExamples,
-    DecidedBy,
     Decision,
     Intent,
     IntentModel,
@@ -24,9 +24,9 @@ from app.intents import (
     shipped,
     train,
 )
-from app.intents.deps import E5Embedder, IntentResult
 from app.intents.embedding import embed, embed_many
-from app.intents.labels import INTENTS, Lang, Split
+from app.intents.labels import INTENTS, IntentResult, IntentSource, Lang, Split
+from app.services.knowledge.embeddings import E5Embedder
 
 # None of these texts is in the corpus (checked below): the table measures what the model learned, not what it saw.
 HARD_CASES = [
@@ -34,6 +34,9 @@ HARD_CASES = [
     ("не нужен мне администратор, скажите только цену на окрашивание", Intent.QUESTION),
     ("менеджерді шақырудың керегі жоқ, жұмыс уақытын айтыңызшы", Intent.QUESTION),
     ("ne nado menedzhera, skazhite cenu na strizhku", Intent.QUESTION),
+    ("не надо менеджера, просто скажите сколько стоит педикюр", Intent.QUESTION),
+    ("менеджера звать не надо, во сколько вы завтра открываетесь?", Intent.QUESTION),
+    ("не надо менеджера, спасибо, всё понятно", Intent.THANKS),
     # staff as a topic
     ("ваша администратор Айжан сегодня до скольки работает?", Intent.QUESTION),
     ("мне вчера ваш менеджер всё объяснила, спасибо ей", Intent.THANKS),
@@ -53,9 +56,13 @@ HARD_CASES = [
     ("браво, опять забыли про мою запись", Intent.FRUSTRATION),
     ("спасибо, конечно, но мы прождали горячее целый час", Intent.FRUSTRATION),
     ("рахмет әрине, бірақ тапсырысты үш сағат күттік", Intent.FRUSTRATION),
+    ("спасибо конечно, но ногти облезли через два дня", Intent.FRUSTRATION),
+    ("рахмет, бірақ курьер бір сағат кешікті", Intent.FRUSTRATION),
     # "стоп" inside a longer sentence, a bare "стоп", declining an offer
     ("стоп, я не то время написала, мне на 16:00 в четверг", Intent.BOOKING),
     ("стоп, подождите, я уточню у мужа и напишу", Intent.OTHER),
+    ("стоп, я перепутала, мне на пятницу к 5", Intent.BOOKING),
+    ("стоп, а доставка у вас бесплатная?", Intent.QUESTION),
     ("стоп!!", Intent.OPT_OUT),
     ("больше не присылайте мне акции", Intent.OPT_OUT),
     ("нет, спасибо, пакет не нужен", Intent.OTHER),
@@ -63,6 +70,12 @@ HARD_CASES = [
     # quoting someone else's words
     ("в рассылке вы писали «позвоните администратору», а до скольки она работает?", Intent.QUESTION),
     ("подруга сказала «просто позовите менеджера», но мне только узнать адрес", Intent.QUESTION),
+    ('подруга мне написала "не пишите им больше", но я хочу записаться на пятницу', Intent.BOOKING),
+    pytest.param(
+        "муж говорит «позовите менеджера», а я просто хочу узнать цену",
+        Intent.QUESTION,
+        marks=pytest.mark.xfail(strict=True, reason="known miss: the rule fires on the quote and the model follows it (escalate 0.73)"),
+    ),
     # booking versus a question about booking
     ("как у вас можно записаться, через сайт?", Intent.QUESTION),
     ("запишите меня на чистку лица в субботу", Intent.BOOKING),
@@ -82,7 +95,8 @@ def test_hard_cases_with_the_shipped_model(text: str, expected: Intent) -> None:
 
 def test_hard_cases_are_not_in_the_corpus(lines: list[corpus.Example]) -> None:
     known = {corpus.key(e.text) for e in lines}
-    assert [text for text, _ in HARD_CASES if corpus.key(text) in known] == []
+    texts = [case.values[0] if isinstance(case, ParameterSet) else case[0] for case in HARD_CASES]
+    assert [text for text in texts if corpus.key(str(text)) in known] == []
 
 
 # --- the corpus ---------------------------------------------------------------------------------
@@ -151,7 +165,7 @@ def test_json_says_which_path_decided() -> None:
     assert by_model["decided_by"] == "model" and by_model["escalate"] is True
     assert set(by_model["probabilities"]) == set(INTENTS) and abs(sum(by_model["probabilities"].values()) - 1) < 1e-3
     by_rule = classify("вы издеваетесь? жду ответа третий час").as_dict()
-    assert by_rule["decided_by"] == "rule" and by_rule["rule"]["intent"] == "frustration"
+    assert by_rule["decided_by"] == "heuristic" and by_rule["rule"]["intent"] == "frustration"
 
 
 # --- the training command -------------------------------------------------------------------------
@@ -189,7 +203,7 @@ def decided(text: str, rule: tuple[str, float], neighbours: tuple[Neighbour, ...
 
 def test_a_strong_rule_wins_over_the_model() -> None:
     decision = decided("не пишите мне", ("opt_out", 0.9), opt_out=0.3, question=0.6)
-    assert (decision.intent, decision.decided_by) == (Intent.OPT_OUT, DecidedBy.RULE)
+    assert (decision.intent, decision.decided_by) == (Intent.OPT_OUT, IntentSource.HEURISTIC)
 
 
 def test_a_weak_rule_or_a_rule_class_not_chosen_leaves_it_to_the_model() -> None:
@@ -205,7 +219,7 @@ def test_the_model_vetoes_a_rule_it_is_sure_is_wrong() -> None:
 
 def test_a_rule_that_fired_on_a_quote_does_not_win() -> None:
     decision = decided("вы писали «стоп — чтобы отписаться», а как попасть на акцию?", ("opt_out", 0.9), opt_out=0.15, question=0.7)
-    assert (decision.intent, decision.decided_by) == (Intent.QUESTION, DecidedBy.MODEL)
+    assert (decision.intent, decision.decided_by) == (Intent.QUESTION, IntentSource.MODEL)
 
 
 def test_escalation_sums_both_escalate_classes() -> None:
@@ -223,7 +237,7 @@ def test_a_plausible_escalation_below_its_threshold_is_unclear() -> None:
 def test_a_near_identical_client_example_overrules_rule_and_model() -> None:
     near = (Neighbour("позвоните когда машина будет готова", Intent.OTHER, 0.98),)
     decision = decided("позвоните как машина будет готова", ("frustration", 0.85), near, human_request=0.8)
-    assert (decision.intent, decision.decided_by) == (Intent.OTHER, DecidedBy.CLIENT_EXAMPLES)
+    assert (decision.intent, decision.decided_by) == (Intent.OTHER, IntentSource.CLIENT_EXAMPLES)
     far = (Neighbour("позвоните когда машина будет готова", Intent.OTHER, 0.9),)
     assert decided("позовите менеджера", ("other", 0.7), far, human_request=0.8).intent == Intent.HUMAN_REQUEST
 
@@ -236,7 +250,7 @@ def test_client_examples_correct_a_paraphrase_and_leave_the_rest() -> None:
     examples = ClientExamples.build(read_csv(csv), embed_many)
     assert classify("позвоните как машина будет готова").intent == Intent.HUMAN_REQUEST  # the base model alone escalates it
     corrected = classify("позвоните как машина будет готова", examples=examples)
-    assert (corrected.intent, corrected.decided_by) == (Intent.OTHER, DecidedBy.CLIENT_EXAMPLES)
+    assert (corrected.intent, corrected.decided_by) == (Intent.OTHER, IntentSource.CLIENT_EXAMPLES)
     assert classify("позвоните мне, хочу пожаловаться на мастера", examples=examples).escalate
     assert classify("позовите менеджера", examples=examples).intent == Intent.HUMAN_REQUEST
 

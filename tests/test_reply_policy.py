@@ -4,12 +4,12 @@ from dataclasses import replace
 
 import pytest
 
+from app.intents.labels import Intent, IntentResult, IntentSource
 from app.models import HandoverReason, HandoverStatus
 from app.schemas.client import ClientSettings, NoKnowledgePolicy
 from app.services import replies
 from app.services.conversation import reply_policy, sensitive
 from app.services.conversation.assistant import Handoff, ModelAnswer
-from app.services.conversation.intent import Intent, IntentResult, IntentSource
 from app.services.conversation.reply_policy import Action, AskModel, BotStep, Decision, TurnFacts
 from app.services.knowledge.kb import NOTHING, Knowledge, KnowledgeHit
 

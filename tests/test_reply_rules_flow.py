@@ -93,7 +93,7 @@ def test_the_model_follows_the_policy_and_an_answer_repeating_it_is_replaced_by_
 
 def test_the_answering_model_judges_a_handover_at_no_extra_call(api, salon, llm, chatflow, telegram):
     llm.set_reply(json.dumps({"reply": "Понимаю.", "handoff": "frustration", "reason": "клиент недоволен сроками"}))
-    say(api, "Ну и когда вы наконец ответите на мой вопрос про цены")
+    say(api, "Когда будет готов мой заказ?")  # a question to the classifier; the answering model hears the impatience
     assert answered(chatflow, 1) == [replies.HANDOVER_ACK_FRUSTRATION]
     h = handover()
     assert h is not None and (h.reason, h.reason_detail) == (HandoverReason.FRUSTRATION, "клиент недоволен сроками")

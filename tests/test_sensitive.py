@@ -4,8 +4,10 @@ from pathlib import Path
 
 import yaml
 
+from app.intents.labels import ESCALATE
+from app.intents.rules import classify_heuristic
 from app.schemas.client import ClientSettings
-from app.services.conversation import intent, sensitive
+from app.services.conversation import sensitive
 
 FIXTURES = Path(__file__).parent / "fixtures"
 POLICY = (FIXTURES / "salon_policy.md").read_text(encoding="utf-8")
@@ -14,7 +16,7 @@ MESSAGES = yaml.safe_load((FIXTURES / "salon_policy_messages.yaml").read_text(en
 
 def goes_to_a_person(message: str, guard: sensitive.Guard) -> bool:
     """What the bot does with it before any model: a request for a human, frustration, or a sensitive topic."""
-    return intent.classify_heuristic(message).intent in intent.ESCALATE_INTENTS or sensitive.find(message, guard) is not None
+    return classify_heuristic(message).intent in ESCALATE or sensitive.find(message, guard) is not None
 
 
 def test_the_salons_policy_sends_to_a_person_what_its_rules_say_and_leaves_ordinary_questions_to_the_bot():

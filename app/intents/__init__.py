@@ -2,8 +2,8 @@
 rules (see README.md in this folder). The turn calls `classify`; `decide` is the pure combination."""
 
 from app.intents.classifier import classify
-from app.intents.decide import DecidedBy, Decision, Neighbour, Thresholds, decide
-from app.intents.labels import ESCALATE, INTENTS, Intent
+from app.intents.decide import Decision, Neighbour, Thresholds, decide
+from app.intents.labels import ESCALATE, INTENTS, Intent, IntentResult, IntentSource
 from app.intents.model import IntentModel, shipped
 from app.intents.neighbours import ClientExamples, read_csv
 
@@ -11,10 +11,11 @@ __all__ = [
     "ESCALATE",
     "INTENTS",
     "ClientExamples",
-    "DecidedBy",
     "Decision",
     "Intent",
     "IntentModel",
+    "IntentResult",
+    "IntentSource",
     "Neighbour",
     "Thresholds",
     "classify",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy.typing as npt
 
 from app.intents.decide import Decision, decide
-from app.intents.deps import classify_heuristic
 from app.intents.embedding import embed
 from app.intents.model import IntentModel, shipped
 from app.intents.neighbours import ClientExamples
+from app.intents.rules import classify_heuristic
 
 
 def classify(

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from app.intents.deps import normalise
 from app.intents.labels import INTENTS, Intent, Lang, Split, Topic
+from app.intents.rules import normalise
 
 CORPUS_DIR = Path(__file__).parent / "corpus"
 TEST_SHARE = 0.2

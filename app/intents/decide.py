@@ -15,17 +15,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
-from app.intents.deps import IntentResult
-from app.intents.labels import ESCALATE, INTENTS, Intent
-
-
-class DecidedBy(StrEnum):
-    RULE = "rule"
-    MODEL = "model"
-    CLIENT_EXAMPLES = "client_examples"
+from app.intents.labels import ESCALATE, INTENTS, Intent, IntentResult, IntentSource
 
 
 @dataclass(frozen=True)
@@ -74,7 +66,7 @@ class Neighbour:
 @dataclass(frozen=True)
 class Decision:
     intent: Intent
-    decided_by: DecidedBy
+    decided_by: IntentSource
     unclear: bool
     reason: str
     probabilities: Mapping[Intent, float]
@@ -84,6 +76,14 @@ class Decision:
     @property
     def escalate(self) -> bool:
         return self.intent in ESCALATE
+
+    def result(self) -> IntentResult:
+        """The decision as the turn carries it: the intent, how sure (the rule's confidence, or the probability
+        that crossed its threshold) and what decided it."""
+        if self.decided_by is IntentSource.HEURISTIC:
+            return IntentResult(self.intent, self.rule.confidence, self.decided_by)
+        classes = ESCALATE if self.escalate else {self.intent}
+        return IntentResult(self.intent, sum(self.probabilities.get(i, 0.0) for i in classes), self.decided_by)
 
     def as_dict(self) -> dict[str, Any]:
         """For `intent --json`: the decision, which path took it and why, the rule and the probabilities."""
@@ -141,15 +141,15 @@ def decide(
     rule_intent = Intent(heuristic.intent) if heuristic.intent in INTENTS else None
     overruled = rule_intent is not None and any(label != rule_intent and v >= 1.0 for label, v in votes.items())
 
-    def made(intent: Intent, by: DecidedBy, reason: str, probs: Mapping[Intent, float], unclear: bool = False) -> Decision:
+    def made(intent: Intent, by: IntentSource, reason: str, probs: Mapping[Intent, float], unclear: bool = False) -> Decision:
         return Decision(intent, by, unclear, reason, probs, heuristic, tuple(neighbours))
 
     if rule_intent is not None and not overruled and _rule_is_strong(text, rule_intent, heuristic.confidence, probabilities, thresholds):
-        return made(rule_intent, DecidedBy.RULE, f"rule {rule_intent} at {heuristic.confidence:.2f}", probabilities)
+        return made(rule_intent, IntentSource.HEURISTIC, f"rule {rule_intent} at {heuristic.confidence:.2f}", probabilities)
 
     total = 1.0 + sum(votes.values())
     probs = {intent: (probabilities.get(intent, 0.0) + votes.get(intent, 0.0)) / total for intent in INTENTS}
-    by = DecidedBy.CLIENT_EXAMPLES if votes else DecidedBy.MODEL
+    by = IntentSource.CLIENT_EXAMPLES if votes else IntentSource.MODEL
     source = "model and client examples" if votes else "model"
     escalate = probs[Intent.HUMAN_REQUEST] + probs[Intent.FRUSTRATION]
     if escalate >= thresholds.escalate:

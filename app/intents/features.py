@@ -17,7 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 from app.intents.decide import quotes
-from app.intents.deps import IntentResult, normalise
+from app.intents.labels import IntentResult
+from app.intents.rules import normalise
 
 Vector = npt.NDArray[np.float32]
 

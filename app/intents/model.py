@@ -12,9 +12,8 @@ import numpy as np
 import numpy.typing as npt
 
 from app.intents.decide import Thresholds
-from app.intents.deps import IntentResult
 from app.intents.features import FeatureSpec, Vector, features
-from app.intents.labels import Intent
+from app.intents.labels import Intent, IntentResult
 
 SHIPPED = Path(__file__).parent / "model.npz"
 Matrix = npt.NDArray[np.float32]

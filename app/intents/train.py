@@ -24,11 +24,11 @@ import numpy.typing as npt
 from app.intents import corpus
 from app.intents.corpus import Example
 from app.intents.decide import Thresholds, decide
-from app.intents.deps import IntentResult, classify_heuristic
 from app.intents.embedding import CACHE_DIR, EMBEDDER, embed_many
 from app.intents.features import FeatureSpec, features
-from app.intents.labels import ESCALATE, INTENTS, Intent, Split
+from app.intents.labels import ESCALATE, INTENTS, Intent, IntentResult, Split
 from app.intents.model import SHIPPED, IntentModel, Matrix, softmax
+from app.intents.rules import classify_heuristic
 
 Labels = npt.NDArray[np.intp]
 Layers = tuple[tuple[Matrix, Matrix], ...]

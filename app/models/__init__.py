@@ -16,6 +16,7 @@ from app.models.handover import (
     HandoverStatus,
 )
 from app.models.insight import DailyDigest, KnowledgeGap, Suggestion, SuggestionStatus
+from app.models.intent import Intent, IntentExample
 from app.models.media_file import MediaFile
 from app.models.message import Message, MessageRole, MessageStatus, MessageType
 from app.models.outbox import OutboxChannel, OutboxItem, OutboxKind, OutboxStatus
@@ -41,6 +42,8 @@ __all__ = [
     "HandoverOutcome",
     "HandoverReason",
     "HandoverStatus",
+    "Intent",
+    "IntentExample",
     "KnowledgeGap",
     "MediaFile",
     "Message",

@@ -38,12 +38,13 @@ and the operator is alerted.
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from app.intents.labels import ESCALATE, Intent, IntentResult, IntentSource
+from app.intents.rules import normalise
 from app.models import HandoverReason, HandoverStatus
 from app.schemas.client import ClientSettings, NoKnowledgePolicy
 from app.services import replies
 from app.services.conversation import sensitive
 from app.services.conversation.assistant import Handoff, ModelAnswer
-from app.services.conversation.intent import ESCALATE_INTENTS, Intent, IntentResult, IntentSource, normalise
 from app.services.knowledge.kb import Knowledge, KnowledgeHit
 from app.services.operations.limits import Limit
 from app.utils.text import split_text
@@ -144,7 +145,7 @@ def route(facts: TurnFacts, intent: IntentResult | None) -> Decision | None:
         return _decision(Action.ANSWER, intent, text=replies.OFFER_DECLINED)
     if intent.intent == Intent.OPT_OUT:
         return _decision(Action.OPT_OUT, intent, text=replies.OPT_OUT_ACK)
-    if intent.intent in ESCALATE_INTENTS:
+    if intent.intent in ESCALATE:
         if intent.intent == Intent.FRUSTRATION:
             return _escalate(facts, intent, HandoverReason.FRUSTRATION, replies.HANDOVER_ACK_FRUSTRATION)
         return _escalate(facts, intent, HandoverReason.HUMAN_REQUEST, replies.HANDOVER_ACK)

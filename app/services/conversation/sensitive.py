@@ -17,8 +17,8 @@ from functools import lru_cache
 
 import snowballstemmer
 
+from app.intents.rules import normalise
 from app.schemas.client import DEFAULT_SENSITIVE_TOPICS, ClientSettings
-from app.services.conversation.intent import normalise
 
 # key -> (label for managers and the model, stems ("оплат*") and phrases ("кормлю грудью"), space-separated)
 _DEFAULTS: dict[str, tuple[str, str]] = {

@@ -392,7 +392,7 @@ def _decide(turn: Turn) -> tuple[Decision, booking.Plan]:
             budget.append(limits.take(Limit.MODEL_CALLS, turn.scope))
         return budget[0]
 
-    found = intent.classify(turn.customer_text, history=turn.history, model_allowed=model_allowed) if facts.words else None
+    found = intent.classify(turn.customer_text, client_id=turn.client_id, model_allowed=model_allowed) if facts.words else None
     if turn.booking is not None and facts.sensitive_topic:
         topic = sensitive.find(turn.customer_text, facts.guard)
         if topic is not None and topic.key == _BOOKING_CHANGE:  # "отмена", "другое время": about the booking being made

@@ -764,12 +764,17 @@ def searched_vector(query: str) -> tuple[str, list[float]] | None:
     return (name, vector) if vector is not None else None
 
 
+def query_vector(query: str) -> list[float]:
+    """The dense vector a search for this query uses, embedded once: the turn's intent classifier reads the
+    same vector (with the e5 embedder), so a turn embeds its text once whichever asks first."""
+    return _query_vector(embeddings.get_embedder(), query_text(query))
+
+
 def warm_query(query: str) -> None:
     """Embed a query before it is searched (while a customer's turn waits for its last message), so the
     turn itself does not wait for the embedder. Harmless when the turn's text turns out different."""
-    query = query_text(query)
-    if query:
-        _query_vector(embeddings.get_embedder(), query)
+    if query_text(query):
+        query_vector(query)
 
 
 def search(*, client_id: str, query: str, limit: int = 5) -> list[KnowledgeHit]:

@@ -1,6 +1,6 @@
 """owner reports: questions the bot could not answer, managers' answers suggested as knowledge, daily digests sent
 
-Revision ID: 0007_owner_reports
+Revision ID: 0006_owner_reports
 Revises: 0004_security
 Create Date: 2026-12-01 05:00:00
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0007_owner_reports"
+revision: str = "0006_owner_reports"
 down_revision: str | None = "0004_security"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
