@@ -19,6 +19,7 @@ from app.models.media_file import MediaFile
 from app.models.message import Message, MessageRole, MessageStatus, MessageType
 from app.models.outbox import OutboxChannel, OutboxItem, OutboxKind, OutboxStatus
 from app.models.telegram_update import TelegramBot, TelegramUpdate
+from app.models.turn_lease import TurnLease
 from app.models.user import User
 
 __all__ = [
@@ -51,5 +52,6 @@ __all__ = [
     "Service",
     "TelegramBot",
     "TelegramUpdate",
+    "TurnLease",
     "User",
 ]
