@@ -71,6 +71,9 @@ class _Heartbeat:
                 self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
                 self._thread.start()
 
+    def wake(self) -> None:
+        self._wake.set()
+
     def remove(self, claim: Claim) -> None:
         with self._lock:
             self._held.get(claim.kind, {}).pop(claim.key, None)
@@ -137,6 +140,6 @@ def hold(kind: str, key: Hashable, renew: Renew) -> Iterator[Claim]:
         _heartbeat.remove(claim)
 
 
-def beat_now() -> None:
-    """Renew every held claim at once (tests; the heartbeat thread does it every third of the lease)."""
-    _heartbeat.beat()
+def wake() -> None:
+    """Have the heartbeat renew now and re-read LEASE_SECONDS for its period (tests change it)."""
+    _heartbeat.wake()

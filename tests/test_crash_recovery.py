@@ -69,7 +69,7 @@ class ServiceProcess:
 
     def _worker_booted(self) -> bool:
         assert self.process is not None and self.process.poll() is None, self.output()
-        return "is ready" in self.output() or "Worker process is ready" in self.output()
+        return "worker.started" in self.output()
 
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
@@ -87,6 +87,7 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=5)
+        self.log.close()
 
     def post(self, slug: str, payload: dict[str, Any]) -> int:
         headers = {"X-Webhook-Secret": WEBHOOK_SECRET}
@@ -134,6 +135,7 @@ def processes() -> Iterator[list[ServiceProcess]]:
 def _answered_once_within_the_bound(chatflow, since: float, expected: str, phone: str | None = None) -> None:
     wait_until(lambda: chatflow.sent_texts(phone), timeout=90, interval=0.2, message="the answer after the crash")
     elapsed = time.monotonic() - since
+    print(f"answered {elapsed:.1f} s after the crash")
     time.sleep(6)  # another re-drive tick and a lease's worth of time: nothing may be sent again
     assert chatflow.sent_texts(phone) == [expected]
     assert elapsed <= RECOVERY_SECONDS, f"answered {elapsed:.1f} s after the crash"
@@ -255,3 +257,32 @@ def _count_handovers() -> int:
 def _lease_owner() -> str | None:
     with session_scope() as session:
         return session.scalar(select(TurnLease.owner).where(TurnLease.lease_until.is_not(None)))
+
+
+@pytest.mark.slow
+def test_a_stalled_worker_whose_turn_was_taken_over_drops_its_result(service_env, processes, make_client, llm, chatflow):
+    """SIGSTOP (a stall: a frozen VM, a GC pause) during the model call: the lease expires, another process
+    answers; the stalled one resumes, finds its lease's version moved on, and sends nothing."""
+    make_client("salon")
+    llm.set_reply("Да, мы работаем до 20:00.")
+    llm.latency = 20.0
+    first, second = ServiceProcess(service_env, "first"), ServiceProcess(service_env, "second")
+    processes += [first, second]
+    first.start()
+    second.start()
+    assert first.post("salon", chatflow_payload("Вы сегодня работаете?", message_id="STALL-1")) == 200
+    wait_until(lambda: llm.requests, timeout=30, message="the turn reaching the model")
+    owner = wait_until(_lease_owner, timeout=10, message="the turn's lease")
+    stalled = first if owner.split(":")[1] == str(first.process and first.process.pid) else second
+    assert stalled.process is not None
+    llm.latency = 0.0
+    stalled.process.send_signal(signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        wait_until(lambda: chatflow.sent_texts(), timeout=90, interval=0.2, message="the other process's answer")
+        assert time.monotonic() - stopped <= RECOVERY_SECONDS
+    finally:
+        stalled.process.send_signal(signal.SIGCONT)
+    wait_until(lambda: "turn.lease_lost" in stalled.output(), timeout=60, message="the stalled worker dropping its result")
+    time.sleep(2)
+    assert chatflow.sent_texts() == ["Да, мы работаем до 20:00."]

@@ -91,6 +91,8 @@ class PeriodicWork(dramatiq.Middleware):
         self._running = [Maintenance(interval, tasks) for interval, tasks in self._groups()]
         for maintenance in self._running:
             maintenance.start()
+        every = {name: maintenance.interval for maintenance in self._running for name, _ in maintenance.tasks}
+        logger.info("worker.started", extra={"owner": leases.owner(), "threads": len(worker.workers), "periodic_seconds": every})
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         for maintenance in self._running:
