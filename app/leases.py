@@ -97,8 +97,10 @@ class _Heartbeat:
             for kind, claims in held.items():
                 kept = self._renew[kind](connection, list(claims))
                 connection.commit()
+                with self._lock:
+                    still_held = set(self._held.get(kind, {}))
                 for key, claim in claims.items():
-                    if key not in kept and not claim.lost:
+                    if key not in kept and key in still_held and not claim.lost:  # (not one released meanwhile)
                         claim.lost = True
                         logger.warning("lease.lost", extra={"kind": kind, "key": str(key), "owner": self.owner})
 

@@ -200,7 +200,11 @@ def process_turn(conversation_id: uuid.UUID) -> TurnOutcome:
             scheduling.enqueue_turn(conversation_id, delay_seconds=0.5)
         return turn
     with leases.hold("turn", (turn.conversation_id, turn.version), _renew_leases):
-        return _run_turn(turn)
+        outcome, decision, outbox_ids = _run_turn(turn)
+    for outbox_id in outbox_ids:  # each send under a lease of its own
+        outbox.deliver(outbox_id)
+    _count(turn, decision, outcome)
+    return outcome
 
 
 def _renew_leases(connection: Connection, keys: list[Any]) -> set[Any]:
@@ -214,7 +218,7 @@ def _renew_leases(connection: Connection, keys: list[Any]) -> set[Any]:
     return {(row.conversation_id, row.version) for row in rows}
 
 
-def _run_turn(turn: Turn) -> TurnOutcome:
+def _run_turn(turn: Turn) -> tuple[TurnOutcome, Decision, list[uuid.UUID]]:
     try:
         counts = ((Limit.MESSAGES, len(turn.messages)), (Limit.TURNS, 1))
         over = [limit for limit, amount in counts if not limits.take(limit, turn.scope, amount)]
@@ -228,10 +232,7 @@ def _run_turn(turn: Turn) -> TurnOutcome:
     if outcome in (TurnOutcome.SUPERSEDED, TurnOutcome.LOST):  # its messages are counted again by the turn that answers them
         limits.give_back(Limit.MESSAGES, turn.scope, len(turn.messages))
         limits.give_back(Limit.TURNS, turn.scope, 1)
-    for outbox_id in outbox_ids:
-        outbox.deliver(outbox_id)
-    _count(turn, decision, outcome)
-    return outcome
+    return outcome, decision, outbox_ids
 
 
 def _open_turn(conversation_id: uuid.UUID) -> Turn | TurnOutcome:

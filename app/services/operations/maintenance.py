@@ -1,10 +1,8 @@
 """The periodic work (the bootstrap's lists: re-drive abandoned turns and sends, handover reminders, health
 checks and alerts, retention). Every worker process runs it, as a peer: ticks fall on the wall clock (every
 interval since the epoch), and each task runs once per tick across all processes, by whichever process
-first takes the task's key for that tick in Redis (SET NX). A task still running in one process is not
-started again by another (a lock per task, held while it runs)."""
+first takes the task's key for that tick in Redis (SET NX)."""
 
-import contextlib
 import logging
 import threading
 import time
@@ -12,7 +10,6 @@ from collections.abc import Callable, Sequence
 
 import dramatiq
 import redis
-from redis.lock import Lock
 
 from app import leases
 from app.redis_client import redis_client
@@ -36,25 +33,19 @@ def _run(name: str, fn: Callable[[], object]) -> None:
 
 
 def run_once_per_tick(tasks: Sequence[Task], interval: float, tick_number: int) -> list[str]:
-    """Run each task whose key for this tick this process takes first; the names it ran."""
+    """Run each task whose key for this tick this process takes first; the names it ran.
+
+    No lock is held while a task runs: one held by a process that was killed would stop the task everywhere
+    until it expired (the re-drive must not wait on a dead process). The tasks are safe to overlap."""
     ran = []
     for name, fn in tasks:
-        lock: Lock | None = None
         try:
             if not redis_client.set(f"tick:{name}:{tick_number}", leases.owner(), nx=True, ex=max(2, int(interval * 3))):
                 continue  # another process has this tick
-            lock = redis_client.lock(f"lock:task:{name}", timeout=max(60, int(interval * 4)), blocking=False)
-            if not lock.acquire():
-                continue  # still running elsewhere since an earlier tick
         except redis.RedisError:
-            lock = None  # without Redis nothing can be queued, but the other tasks (alerts) still run, in each process
-        try:
-            _run(name, fn)
-            ran.append(name)
-        finally:
-            if lock is not None:
-                with contextlib.suppress(redis.RedisError):
-                    lock.release()
+            pass  # without Redis nothing can be queued, but the other tasks (alerts) still run, in each process
+        _run(name, fn)
+        ran.append(name)
     return ran
 
 
