@@ -2,11 +2,13 @@
 everything that registers or starts is here, called by the FastAPI lifespan (app/main.py) and by the
 worker entry (app/worker.py).
 
-- wire(): the outbox's handler for each kind of item and the listeners told of an item given up on, the
-  job queue's actors, and the turn dispatcher (a Dramatiq middleware), on the one broker. Idempotent.
-- background_work(): the in-process Dramatiq worker and the maintenance thread with its periodic tasks,
-  for the API process (WORKER_MODE=inprocess).
-- worker_process(): the same wiring for `dramatiq app.worker`, whose CLI finds the broker globally.
+- wire(): the outbox's handler for each kind of item and the listeners told of an item given up on or of
+  a send whose outcome is unknown, the job queue's actors, and the two Dramatiq middlewares every worker
+  process runs: the turn dispatcher and the periodic work (re-drive, reminders, alerts, retention), on the
+  one broker. Idempotent.
+- background_work(): the in-process Dramatiq worker of the API process (WORKER_MODE=inprocess).
+- worker_process(): the same wiring for `dramatiq app.worker`, whose CLI finds the broker globally. Every
+  worker process is a full peer: with WORKER_MODE=off the API only acknowledges, and the workers do the rest.
 - forget_process_state(): the per-process caches (tests start each case from a clean process).
 """
 
@@ -30,7 +32,7 @@ from app.services.channels import media_store, outbox
 from app.services.conversation import inbound, scheduling, turn
 from app.services.handover import bots, manager_actions, reminders, topics
 from app.services.operations import alerts, digest, health, retention
-from app.services.operations.maintenance import Maintenance, Task
+from app.services.operations.maintenance import PeriodicWork, Task
 from app.utils.logging import setup_logging
 
 logger = logging.getLogger(__name__)
@@ -62,8 +64,12 @@ def wire() -> RedisBroker:
             manager_actions.register_topic_reader(booking_manager.proposal)
             outbox.on_gave_up(alerts.delivery_failed)
             outbox.on_gave_up(manager_actions.report_given_up)
-            # Every worker process dispatches the turns that are due (the webhook only records when they are).
+            outbox.on_uncertain(manager_actions.report_uncertain)  # the manager in the topic, if there is one
+            outbox.on_uncertain(alerts.delivery_uncertain)  # else the operator
+            # Every worker process dispatches the turns that are due (the webhook only records when they are),
+            # and takes its share of the periodic work (each task once per tick across processes).
             broker.add_middleware(scheduling.Dispatcher(prefetch=turn.prefetch_turn))
+            broker.add_middleware(PeriodicWork(periodic_work))
             for job, fn, max_retries, time_limit_ms in (
                 (Job.PROCESS_TURN, _process_turn, 5, 300_000),
                 (Job.DELIVER_OUTBOX, _deliver_outbox, 3, 120_000),
@@ -90,11 +96,17 @@ def _deliver_outbox(item_id: str) -> None:
     outbox.deliver(uuid.UUID(item_id))
 
 
-def maintenance_tasks() -> list[Task]:
-    """What the maintenance thread runs on every tick."""
+def redrive_tasks() -> list[Task]:
+    """Run every REDRIVE_INTERVAL_SECONDS: a turn or send whose worker died is taken over within seconds."""
     return [
-        ("turns", turn.redrive_turns),  # turns whose job was lost, or whose worker died
-        ("outbox", outbox.redrive),  # sends likewise
+        ("turns", turn.redrive_turns),  # turns whose lease expired (the worker died), or whose job was lost
+        ("outbox", outbox.redrive),  # sends likewise (a WhatsApp send cut off mid-way is settled as uncertain)
+    ]
+
+
+def maintenance_tasks() -> list[Task]:
+    """Run every MAINTENANCE_INTERVAL_SECONDS."""
+    return [
         ("handovers", reminders.check_open),  # reminders and auto-close of pending and taken handovers
         ("media", media_store.remove_expired),  # managers' files past their expiry
         ("alerts", health.run_checks),  # health checks, and the alerts they and the error counters raise
@@ -103,23 +115,23 @@ def maintenance_tasks() -> list[Task]:
     ]
 
 
+def periodic_work() -> list[tuple[float, list[Task]]]:
+    return [(settings.redrive_interval_seconds, redrive_tasks()), (settings.maintenance_interval_seconds, maintenance_tasks())]
+
+
 @contextmanager
 def background_work() -> Iterator[None]:
-    """The API process's in-process worker and maintenance thread (WORKER_MODE=inprocess), stopped on exit."""
+    """The API process's in-process worker (WORKER_MODE=inprocess), with the dispatcher and the periodic
+    work its middlewares start; stopped on exit."""
     wire()
     _warn_weaknesses()
     worker: dramatiq.Worker | None = None
-    maintenance: Maintenance | None = None
     if settings.worker_mode == "inprocess":
         worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads, worker_timeout=settings.worker_poll_ms)
         worker.start()
-        maintenance = Maintenance(settings.maintenance_interval_seconds, maintenance_tasks())
-        maintenance.start()
     try:
         yield
     finally:
-        if maintenance is not None:
-            maintenance.stop()
         if worker is not None:
             worker.stop(timeout=10_000)
 

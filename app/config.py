@@ -150,7 +150,11 @@ class Settings(BaseSettings):
     dispatch_poll_ms: int = 100
     # After a pause this long (at most half the turn's wait) the turn's query is embedded ahead; 0 = never
     prefetch_pause_ms: int = 300
-    turn_lock_seconds: int = 180
+    # A worker's claim on a turn or an outbox item lasts this long unless its process renews it (every third
+    # of it, while the work runs); a claim whose process died is taken over after at most this long
+    lease_seconds: int = 15
+    # How often abandoned turns and sends are looked for and re-driven (by one process per tick)
+    redrive_interval_seconds: float = 5.0
     outbox_max_attempts: int = 6
     maintenance_interval_seconds: float = 15.0
 

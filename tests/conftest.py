@@ -78,6 +78,7 @@ os.environ.update(
         "WORKER_THREADS": "4",
         "WORKER_POLL_MS": "10",
         "MAINTENANCE_INTERVAL_SECONDS": "3600",
+        "REDRIVE_INTERVAL_SECONDS": "3600",  # tests re-drive when they mean to (test_crash_recovery: the defaults)
         "LOG_LEVEL": "INFO",
         "LOG_FORMAT": "json",
         "DEBUG": "false",

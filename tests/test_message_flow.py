@@ -20,6 +20,7 @@ from app.models import (
     OutboxStatus,
     User,
 )
+from app.redis_client import redis_client
 from app.services import replies
 from app.services.conversation import inbound, scheduling, turn
 from app.services.replies import CLARIFY, FALLBACK_RESPONSES, GREETING
@@ -205,11 +206,26 @@ def test_no_turn_is_answered_while_deliveries_queue(api, llm, chatflow, make_cli
     # More deliveries waiting than request threads (a burst beyond what the process acknowledges per
     # second): turns hold, because a customer's next message may be in that queue; then they answer.
     make_client("salon", settings={"buffer_wait_seconds": 0.3})
-    monkeypatch.setattr(scheduling, "webhooks_in_flight", settings.http_threads + 10)
+    monkeypatch.setattr(settings, "http_threads", 0)  # this process's one delivery in flight is a queue
+    scheduling.count_webhook(1)
+    try:
+        wait_until(scheduling.deliveries_queueing, timeout=5, message="the backlog said in Redis")
+        assert api.post("/webhook/salon", json=chatflow_payload("Сколько стоит маникюр?")).status_code == 200
+        time.sleep(1.5)
+        assert chatflow.sent_texts() == []
+    finally:
+        scheduling.count_webhook(-1)
+    assert len(wait_until(lambda: chatflow.sent_texts(), timeout=10)) == 1
+
+
+def test_deliveries_queueing_in_another_api_process_hold_this_workers_turns(api, llm, chatflow, make_client):
+    make_client("salon", settings={"buffer_wait_seconds": 0.3})
+    other = "api-host:4242:abcdef"
+    redis_client.zadd(scheduling.QUEUEING_KEY, {other: int(time.time() * 1000) + 60_000})  # busy for the next minute
     assert api.post("/webhook/salon", json=chatflow_payload("Сколько стоит маникюр?")).status_code == 200
     time.sleep(1.5)
     assert chatflow.sent_texts() == []
-    monkeypatch.setattr(scheduling, "webhooks_in_flight", 0)
+    redis_client.zrem(scheduling.QUEUEING_KEY, other)  # it caught up
     assert len(wait_until(lambda: chatflow.sent_texts(), timeout=10)) == 1
 
 

@@ -21,6 +21,7 @@ from app.models.media_file import MediaFile
 from app.models.message import Message, MessageRole, MessageStatus, MessageType
 from app.models.outbox import OutboxChannel, OutboxItem, OutboxKind, OutboxStatus
 from app.models.telegram_update import TelegramBot, TelegramUpdate
+from app.models.turn_lease import TurnLease
 from app.models.user import User
 
 __all__ = [
@@ -59,5 +60,6 @@ __all__ = [
     "SuggestionStatus",
     "TelegramBot",
     "TelegramUpdate",
+    "TurnLease",
     "User",
 ]

@@ -17,8 +17,9 @@ class OutboxChannel(StrEnum):
 
 class OutboxStatus(StrEnum):
     PENDING = "pending"  # due at next_attempt_at
-    SENDING = "sending"  # claimed by a sender until locked_until
+    SENDING = "sending"  # claimed by a sender (lease_owner, lease_version) until locked_until, renewed while it sends
     SENT = "sent"
+    UNCERTAIN = "uncertain"  # the request may have reached the gateway, which gave no answer: not repeated blindly
     FAILED = "failed"  # given up on
     CANCELLED = "cancelled"
 
@@ -44,7 +45,9 @@ class OutboxItem(Base):
         CheckConstraint(check_in("channel", OutboxChannel), name="channel"),
         CheckConstraint(check_in("status", OutboxStatus), name="status"),
         Index("ix_outbox_due", "next_attempt_at", postgresql_where=text("status IN ('pending', 'sending')")),
-        Index("ix_outbox_finished", "created_at", postgresql_where=text("status IN ('sent', 'failed', 'cancelled')")),  # retention
+        Index(
+            "ix_outbox_finished", "created_at", postgresql_where=text("status IN ('sent', 'failed', 'cancelled', 'uncertain')")
+        ),  # retention
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -62,6 +65,8 @@ class OutboxItem(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_owner: Mapped[str | None] = mapped_column(String(120))
+    lease_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))  # +1 per claim: the fencing token
     last_error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
     created_at: Mapped[datetime] = now_column()

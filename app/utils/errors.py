@@ -68,11 +68,14 @@ class ExternalServiceError(TrufflesError):
     status_code = 503
     code = "unavailable"
 
-    def __init__(self, service: str, message: str, *, retryable: bool = True) -> None:
+    def __init__(self, service: str, message: str, *, retryable: bool = True, uncertain: bool = False) -> None:
         super().__init__(f"{service}: {message}")
         self.service = service
         self.message = message
         self.retryable = retryable
+        # The request went out and no answer came back (a read timeout, a dropped connection): the system may
+        # have acted on it. Not repeated blindly where repeating it would show twice (a message to a customer).
+        self.uncertain = uncertain
 
     @property
     def detail(self) -> str:

@@ -1,6 +1,14 @@
 """The outbox: every message to a messenger is a row first, then delivered, retried with backoff, and
 given up on loudly. A reply is written once (dedup_key) and each of its parts is delivered once.
 
+A sender claims an item with a lease (owner, version, locked_until) that its process's heartbeat renews
+while the send runs (app/leases.py); its final write checks the version, so a sender that lost its claim
+cannot mark the item done. A WhatsApp send whose outcome is unknown (the request went out, no answer came:
+a read timeout, or the sender died mid-send and its lease expired) is not repeated, because ChatFlow takes
+no idempotency key and the customer would get it twice: the item is marked 'uncertain' and the listeners
+told (the manager in the topic, or the operator). Telegram items are retried: a repeated line in a
+manager's topic is better than a lost one.
+
 Each kind of item has a payload shape (schemas/outbox.py) and one handler that delivers it; the handlers
 and the listeners told of an item given up on are registered by app/bootstrap.py."""
 
@@ -16,11 +24,11 @@ from typing import Any, Generic, TypeVar
 
 import redis
 from pydantic import ValidationError
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import Connection, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app import db, metrics, queue
+from app import db, leases, metrics, queue
 from app.config import settings
 from app.db import session_scope
 from app.models import (
@@ -44,7 +52,6 @@ from app.utils.text import split_text
 
 logger = logging.getLogger(__name__)
 
-_LEASE = timedelta(seconds=90)
 _BACKOFF_SECONDS = (5, 20, 60, 180, 600, 1800)
 _ECHO_TTL_SECONDS = 24 * 3600
 
@@ -57,6 +64,7 @@ class DeliveryOutcome(StrEnum):
     RETRY = "retry"  # failed, tried again after a backoff
     FAILED = "failed"  # given up on
     SKIPPED = "skipped"  # not due, taken by another sender, or gone
+    UNCERTAIN = "uncertain"  # may have been delivered; not repeated, someone was told
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,7 @@ class Delivery(Generic[P]):
     client: Client
     phone: str | None
     conversation_id: uuid.UUID | None
+    version: int = 0  # of this sender's claim (lease_version): its writes check it
 
 
 SaveProgress = Callable[[dict[str, Any]], None]
@@ -79,8 +88,12 @@ SaveProgress = Callable[[dict[str, Any]], None]
 # to record as its result; save_progress records the parts already delivered, so a retry resumes after them.
 Handler = Callable[[Delivery[P], SaveProgress], dict[str, Any]]
 GaveUpListener = Callable[[Delivery[OutboxPayload], str], None]
+# Told of a send that may or may not have been delivered; returns whether it told a person (the first that
+# did ends the list: the manager in the topic before the operator).
+UncertainListener = Callable[[Delivery[OutboxPayload], str], bool]
 _handlers: dict[str, Handler[Any]] = {}  # by OutboxKind
 _gave_up_listeners: list[GaveUpListener] = []
+_uncertain_listeners: list[UncertainListener] = []
 
 
 def register(payload_type: type[P], handler: Handler[P]) -> None:
@@ -92,6 +105,12 @@ def on_gave_up(listener: GaveUpListener) -> None:
     """Tell `listener` (delivery, error) of every item given up on."""
     if listener not in _gave_up_listeners:
         _gave_up_listeners.append(listener)
+
+
+def on_uncertain(listener: UncertainListener) -> None:
+    """Tell `listener` (delivery, error) of every send whose outcome is unknown, in the order registered."""
+    if listener not in _uncertain_listeners:
+        _uncertain_listeners.append(listener)
 
 
 def add(
@@ -188,23 +207,28 @@ def deliver(item_id: uuid.UUID) -> DeliveryOutcome:
         if handler is None or payload_type is None:
             raise ConfigError(f"no handler for outbox {delivery.channel}/{delivery.kind}")
         delivery = replace(delivery, payload=payload_type.model_validate(delivery.payload))
-        result = handler(delivery, lambda progress: _save_progress(delivery.id, progress))
+        with leases.hold("outbox", (delivery.id, delivery.version), _renew_leases):
+            result = handler(delivery, lambda progress: _save_progress(delivery, progress))
     except ValidationError as exc:
         return _failed(delivery, f"unreadable payload: {exc.error_count()} error(s)", retryable=False)
     except (ExternalServiceError, ConfigError) as exc:
+        if isinstance(exc, ExternalServiceError) and exc.uncertain and delivery.channel == OutboxChannel.WHATSAPP:
+            return _uncertain(delivery, str(exc))
         retryable = isinstance(exc, ExternalServiceError) and exc.retryable
         return _failed(delivery, str(exc), retryable=retryable)
     except Exception as exc:  # a bug in a handler must not wedge the item in 'sending'
         logger.exception("outbox.handler_crashed", extra={"outbox_id": str(item_id), "kind": delivery.kind})
         return _failed(delivery, f"{type(exc).__name__}: {exc}", retryable=True)
     with session_scope() as session:
+        # Also over 'uncertain': this sender's claim expired mid-send and the item was marked so, but it did go.
         sent = session.execute(
             update(OutboxItem)
-            .where(OutboxItem.id == delivery.id)
+            .where(_still_mine(delivery), OutboxItem.status.in_((OutboxStatus.SENDING, OutboxStatus.UNCERTAIN)))
             .values(status=OutboxStatus.SENT, sent_at=func.now(), locked_until=None, result=result, last_error=None)
             .returning(OutboxItem.message_id)
         ).first()
-        if sent is None:  # deleted with its client meanwhile
+        if sent is None:  # taken over by another sender (this one stalled past its lease), or deleted with its client
+            logger.warning("outbox.lease_lost", extra={"outbox_id": str(item_id), "kind": delivery.kind, "version": delivery.version})
             return DeliveryOutcome.SKIPPED
         if sent.message_id:
             session.execute(update(Message).where(Message.id == sent.message_id).values(status=MessageStatus.SENT))
@@ -223,7 +247,12 @@ def deliver_soon(item_id: uuid.UUID) -> None:
 
 
 def redrive(limit: int = 200) -> int:
-    """Re-queue items that are due (a retry whose job was lost, or a sender that died mid-send)."""
+    """Re-queue items that are due (a retry whose job was lost, or a Telegram sender that died mid-send), and
+    settle the WhatsApp sends whose sender died mid-send as uncertain. A periodic task."""
+    for item_id in _abandoned_sends(limit):
+        delivery = _read(item_id, status=OutboxStatus.SENDING)
+        if delivery is not None:
+            _uncertain(delivery, "the sender stopped while the message was being sent (its lease expired)")
     with session_scope() as session:
         ids = list(
             session.scalars(
@@ -231,7 +260,7 @@ def redrive(limit: int = 200) -> int:
                 .where(
                     or_(
                         (OutboxItem.status == OutboxStatus.PENDING) & (OutboxItem.next_attempt_at <= text("now() - interval '5 seconds'")),
-                        (OutboxItem.status == OutboxStatus.SENDING) & (OutboxItem.locked_until < text("now()")),
+                        _retry_abandoned(),
                     )
                 )
                 .order_by(OutboxItem.created_at)
@@ -243,6 +272,42 @@ def redrive(limit: int = 200) -> int:
     return len(ids)
 
 
+def _abandoned() -> Any:
+    return (OutboxItem.status == OutboxStatus.SENDING) & (OutboxItem.locked_until < func.now())
+
+
+def _retry_abandoned() -> Any:
+    """A sender died mid-send: its item is sent again, unless a repeat would reach a customer twice."""
+    return _abandoned() & (OutboxItem.channel != OutboxChannel.WHATSAPP)
+
+
+def _abandoned_sends(limit: int) -> list[uuid.UUID]:
+    with session_scope() as session:
+        return list(
+            session.scalars(
+                select(OutboxItem.id)
+                .where(_abandoned(), OutboxItem.channel == OutboxChannel.WHATSAPP)
+                .order_by(OutboxItem.created_at)
+                .limit(limit)
+            )
+        )
+
+
+def _renew_leases(connection: Connection, keys: list[Any]) -> set[Any]:
+    """The heartbeat's renewal of this process's claims on items: those still held, by (id, version)."""
+    rows = connection.execute(
+        update(OutboxItem)
+        .where(tuple_(OutboxItem.id, OutboxItem.lease_version).in_(keys), OutboxItem.status == OutboxStatus.SENDING)
+        .values(locked_until=func.now() + timedelta(seconds=settings.lease_seconds))
+        .returning(OutboxItem.id, OutboxItem.lease_version)
+    )
+    return {(row.id, row.lease_version) for row in rows}
+
+
+def _still_mine(delivery: Delivery[Any]) -> Any:
+    return (OutboxItem.id == delivery.id) & (OutboxItem.lease_version == delivery.version)
+
+
 def _claim(item_id: uuid.UUID) -> Delivery[Any] | None:
     """Take the item if it is due (its payload still the stored JSON: deliver() reads it by kind)."""
     with session_scope() as session:
@@ -251,40 +316,88 @@ def _claim(item_id: uuid.UUID) -> Delivery[Any] | None:
             update(OutboxItem)
             .where(
                 OutboxItem.id == item_id,
-                or_(
-                    (OutboxItem.status == OutboxStatus.PENDING) & (OutboxItem.next_attempt_at <= now),
-                    (OutboxItem.status == OutboxStatus.SENDING) & (OutboxItem.locked_until < now),
-                ),
+                or_((OutboxItem.status == OutboxStatus.PENDING) & (OutboxItem.next_attempt_at <= now), _retry_abandoned()),
             )
-            .values(status=OutboxStatus.SENDING, attempts=OutboxItem.attempts + 1, locked_until=now + _LEASE)
+            .values(
+                status=OutboxStatus.SENDING,
+                attempts=OutboxItem.attempts + 1,
+                locked_until=now + timedelta(seconds=settings.lease_seconds),
+                lease_owner=leases.owner(),
+                lease_version=OutboxItem.lease_version + 1,
+            )
             .returning(OutboxItem)
         )
         if item is None:
             return None
-        client = session.get(Client, item.client_id)
-        assert client is not None
-        phone = None
-        if item.conversation_id:
-            phone = session.scalar(
-                select(User.phone).join(Conversation, Conversation.user_id == User.id).where(Conversation.id == item.conversation_id)
-            )
-        session.expunge(client)
-        return Delivery(
-            item.id,
-            item.channel,
-            item.kind,
-            dict(item.payload),
-            dict(item.result or {}),
-            item.attempts,
-            client,
-            phone,
-            item.conversation_id,
-        )
+        return _delivery(session, item)
 
 
-def _save_progress(item_id: uuid.UUID, progress: dict[str, Any]) -> None:
+def _read(item_id: uuid.UUID, *, status: OutboxStatus) -> Delivery[Any] | None:
+    """The item as its last sender claimed it, if it is still in `status`."""
     with session_scope() as session:
-        session.execute(update(OutboxItem).where(OutboxItem.id == item_id).values(result=progress))
+        item = session.scalar(select(OutboxItem).where(OutboxItem.id == item_id, OutboxItem.status == status))
+        return _delivery(session, item) if item is not None else None
+
+
+def _delivery(session: Session, item: OutboxItem) -> Delivery[Any]:
+    client = session.get(Client, item.client_id)
+    assert client is not None
+    phone = None
+    if item.conversation_id:
+        phone = session.scalar(
+            select(User.phone).join(Conversation, Conversation.user_id == User.id).where(Conversation.id == item.conversation_id)
+        )
+    session.expunge(client)
+    return Delivery(
+        item.id,
+        item.channel,
+        item.kind,
+        dict(item.payload),
+        dict(item.result or {}),
+        item.attempts,
+        client,
+        phone,
+        item.conversation_id,
+        item.lease_version,
+    )
+
+
+def _save_progress(delivery: Delivery[Any], progress: dict[str, Any]) -> None:
+    with session_scope() as session:
+        session.execute(update(OutboxItem).where(_still_mine(delivery)).values(result=progress))
+
+
+def _uncertain(delivery: Delivery[Any], error: str) -> DeliveryOutcome:
+    """The send may have been delivered: recorded as such (never repeated), and a person told."""
+    with session_scope() as session:
+        marked = session.execute(
+            update(OutboxItem)
+            .where(_still_mine(delivery), OutboxItem.status == OutboxStatus.SENDING)
+            .values(status=OutboxStatus.UNCERTAIN, locked_until=None, last_error=error[:1000])
+            .returning(OutboxItem.id)
+        ).first()
+    if marked is None:  # settled meanwhile (sent after all, or by another sweep)
+        return DeliveryOutcome.SKIPPED
+    metrics.outbox_failed.labels(delivery.client.slug, delivery.channel).inc()
+    logger.error(
+        "outbox.uncertain",
+        extra={
+            "outbox_id": str(delivery.id),
+            "channel": delivery.channel,
+            "kind": delivery.kind,
+            "attempt": delivery.attempts,
+            "conversation_id": str(delivery.conversation_id),
+            "client": delivery.client.slug,
+            "error": error[:300],
+        },
+    )
+    for listener in _uncertain_listeners:
+        try:
+            if listener(delivery, error):
+                break
+        except Exception:
+            logger.exception("outbox.listener_failed", extra={"outbox_id": str(delivery.id)})
+    return DeliveryOutcome.UNCERTAIN
 
 
 def _failed(delivery: Delivery[Any], error: str, *, retryable: bool) -> DeliveryOutcome:
@@ -292,7 +405,8 @@ def _failed(delivery: Delivery[Any], error: str, *, retryable: bool) -> Delivery
     delay = _BACKOFF_SECONDS[min(delivery.attempts - 1, len(_BACKOFF_SECONDS) - 1)]
     with session_scope() as session:
         item = session.get(OutboxItem, delivery.id)
-        if item is None:
+        if item is None or item.lease_version != delivery.version or item.status != OutboxStatus.SENDING:
+            logger.warning("outbox.lease_lost", extra={"outbox_id": str(delivery.id), "kind": delivery.kind, "version": delivery.version})
             return DeliveryOutcome.SKIPPED
         item.last_error, item.locked_until = error[:1000], None
         if give_up:

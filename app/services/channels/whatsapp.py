@@ -7,6 +7,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, retry, retry_if_exception, stop_after_attempt, wait_exponential
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
 from app.config import settings
 from app.models import Client
@@ -66,17 +67,30 @@ def send_media(*, creds: ChatFlowCredentials, phone: str, kind: str, url: str, c
 
 
 class _SendFailed(Exception):
-    def __init__(self, reason: str, status: int | None = None) -> None:
+    def __init__(self, reason: str, status: int | None = None, *, uncertain: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.uncertain = uncertain  # the request went out and no answer came: the gateway may have sent it
 
 
 def _retryable(exc: BaseException) -> bool:
-    # A 4xx other than 429 is our request's fault; repeating it will not help.
-    if isinstance(exc, _SendFailed) and exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
+    # A 4xx other than 429 is our request's fault; repeating it will not help. A send whose outcome is
+    # unknown is not repeated: ChatFlow takes no idempotency key, the customer would get it twice.
+    if isinstance(exc, _SendFailed) and (exc.uncertain or (exc.status is not None and 400 <= exc.status < 500 and exc.status != 429)):
         return False
     return isinstance(exc, (_SendFailed, requests.RequestException))
+
+
+def _went_out(exc: requests.RequestException) -> bool:
+    """Whether the request may have reached the gateway: anything but a failure to connect (refused,
+    unresolvable, connect timeout) happened after the request was written."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.ConnectionError):
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        return not isinstance(reason, (NewConnectionError, ConnectTimeoutError, NameResolutionError))
+    return isinstance(exc, (requests.Timeout, requests.exceptions.ChunkedEncodingError))
 
 
 def _log_retry(state: RetryCallState) -> None:
@@ -92,6 +106,7 @@ def _send(endpoint: str, *, creds: ChatFlowCredentials, phone: str, params: dict
         return _send_with_retry(url, query)
     except (_SendFailed, requests.RequestException) as exc:
         status = exc.status if isinstance(exc, _SendFailed) else None
+        uncertain = isinstance(exc, _SendFailed) and exc.uncertain
         logger.error(
             "whatsapp.send_failed",
             extra={
@@ -101,9 +116,10 @@ def _send(endpoint: str, *, creds: ChatFlowCredentials, phone: str, params: dict
                 "error_type": type(exc).__name__,
                 "error": str(exc),
                 "status_code": status,
+                "uncertain": uncertain,
             },
         )
-        raise ExternalServiceError(SERVICE, str(exc), retryable=_retryable(exc)) from None
+        raise ExternalServiceError(SERVICE, str(exc), retryable=_retryable(exc), uncertain=uncertain) from None
 
 
 @retry(
@@ -118,7 +134,9 @@ def _send_with_retry(url: str, query: dict[str, str]) -> str | None:
     try:
         response = _session.get(url, params=query, timeout=(3.05, settings.chatflow_timeout_seconds))
     except requests.RequestException as exc:
-        raise _SendFailed(f"request failed: {type(exc).__name__}") from None
+        went_out = _went_out(exc)
+        detail = "no answer after the request went out" if went_out else "request failed"
+        raise _SendFailed(f"{detail}: {type(exc).__name__}", uncertain=went_out) from None
     try:
         body: Any = response.json()
     except ValueError:

@@ -5,7 +5,10 @@ turn started (`first`) and when it is due (`due`), and one sorted set of convers
 webhook moves `due` and the set's score in one script (one round trip, no job enqueued on the request
 path). A dispatcher thread in every worker process pops the conversations that are due and puts their
 turn jobs on the queue. PostgreSQL stays the source of truth for which messages still need an answer, so
-losing this state only delays a turn until the maintenance sweep re-drives it.
+losing this state only delays a turn until the periodic re-drive schedules it.
+
+While any API process has more webhook deliveries in flight than request threads, turns hold (the customer's
+next message may be among them): each process marks itself in a Redis sorted set while it is so busy.
 """
 
 import logging
@@ -19,9 +22,8 @@ from typing import Any
 
 import dramatiq
 import redis
-from redis.lock import Lock
 
-from app import queue
+from app import leases, queue
 from app.config import settings
 from app.redis_client import redis_client
 from app.schemas.chatflow import ChatFlowWebhook
@@ -283,24 +285,69 @@ def claim_due(conversation_id: uuid.UUID) -> float:
     return 0.0
 
 
-# Webhook requests this process has received and not yet answered (app.middleware counts them). More than it has
-# request threads means deliveries are queueing: a turn's next message may be among them.
-webhooks_in_flight = 0
-_in_flight_lock = threading.Lock()  # one event loop per process normally; tests may run two
+QUEUEING_KEY = "webhooks:queueing"  # API processes with more deliveries in flight than request threads, by when last seen so
+_QUEUEING_FRESH_MS = 3000  # a process that stopped saying so (killed) no longer holds anyone's turns
+_QUEUEING_REFRESH_SECONDS = 1.0
+
+
+class _Deliveries:
+    """Webhook requests this process has received and not yet answered (app.middleware counts them). More
+    than it has request threads means deliveries are queueing: it says so in Redis (QUEUEING_KEY), from a
+    thread of its own so the request path never waits on Redis; nothing is written while it keeps up."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self._lock = threading.Lock()  # one event loop per process normally; tests may run two
+        self._changed = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def count(self, delta: int) -> None:
+        with self._lock:
+            self.in_flight += delta
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._publish, name="webhook-backlog", daemon=True)
+                self._thread.start()
+        if self.in_flight > settings.http_threads:
+            self._changed.set()
+
+    def _publish(self) -> None:
+        marked = False
+        while True:
+            self._changed.wait(_QUEUEING_REFRESH_SECONDS if marked else None)
+            self._changed.clear()
+            queueing = self.in_flight > settings.http_threads
+            try:
+                if queueing:
+                    redis_client.zadd(QUEUEING_KEY, {leases.owner(): _now_ms()})
+                elif marked:
+                    redis_client.zrem(QUEUEING_KEY, leases.owner())
+                marked = queueing
+            except redis.RedisError as exc:
+                logger.warning("buffer.backlog_not_shared", extra={"error_type": type(exc).__name__})
+            time.sleep(0.1)  # at most ten writes a second
+
+
+deliveries = _Deliveries()
 
 
 def count_webhook(delta: int) -> None:
-    global webhooks_in_flight
-    with _in_flight_lock:
-        webhooks_in_flight += delta
+    deliveries.count(delta)
+
+
+def deliveries_queueing() -> bool:
+    """Whether any API process has more deliveries in flight than request threads (said within 3 s)."""
+    try:
+        return int(redis_client.zcount(QUEUEING_KEY, _now_ms() - _QUEUEING_FRESH_MS, "+inf")) > 0
+    except redis.RedisError:
+        return False
 
 
 def _wait_for_deliveries() -> None:
-    """Hold a turn while this process's deliveries queue (a burst beyond what it acknowledges per second):
-    the customer's next message may be among them, and acknowledging them first keeps the gateway from
-    timing out. Bounded by BUFFER_MAX_WAIT_SECONDS."""
+    """Hold a turn while deliveries queue in any API process (a burst beyond what it acknowledges per
+    second): the customer's next message may be among them, and acknowledging them first keeps the gateway
+    from timing out. Bounded by BUFFER_MAX_WAIT_SECONDS."""
     deadline = time.monotonic() + settings.buffer_max_wait_seconds
-    while webhooks_in_flight > settings.http_threads and time.monotonic() < deadline:
+    while deliveries_queueing() and time.monotonic() < deadline:
         time.sleep(0.1)
 
 
@@ -422,9 +469,3 @@ class Dispatcher(dramatiq.Middleware):
                 logger.exception("buffer.dispatch_crashed")
                 self._stop.wait(1.0)
             self._stop.wait(interval)
-
-
-def turn_lock(conversation_id: uuid.UUID) -> Lock:
-    """The lock held while one turn of this conversation is processed, expiring if its holder dies."""
-    lock: Lock = redis_client.lock(f"lock:turn:{conversation_id}", timeout=settings.turn_lock_seconds, blocking=False)
-    return lock

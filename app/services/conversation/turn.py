@@ -1,13 +1,17 @@
 """Answering a customer's turn: every message that arrived while the customer was writing, answered once.
 
-Runs on the job queue when the turn is due (scheduling.py), under the conversation's lock:
+Runs on the job queue when the turn is due (scheduling.py), under the conversation's turn lease (a row in
+turn_leases with an owner and a version, renewed by this process's heartbeat while the turn runs, see
+app/leases.py; a turn whose process died is taken over once its lease has expired):
 
-1. claim every received message of the conversation, and read what answering needs (one transaction);
+1. take the lease, claim every received message of the conversation, and read what answering needs (one
+   transaction);
 2. read each message as the customer meant it: voice notes transcribed, notes for files;
 3. decide (reply_policy.py): classify the intent, search the client's knowledge, ask the language model
    only when the policy says so; no transaction is open meanwhile;
 4. apply the decision in one transaction (reply in the outbox, handover, mute), unless the customer wrote
-   again meanwhile: then the messages go back and one later turn answers everything;
+   again meanwhile (the messages go back and one later turn answers everything) or the lease was taken over
+   (its version moved on: the result is dropped, the new owner answers);
 5. deliver the outbox items it wrote, and count.
 """
 
@@ -20,14 +24,15 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from redis.exceptions import LockError
-from sqlalchemy import Update, exists, func, select, text, update
+from sqlalchemy import Connection, Update, exists, func, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app import metrics
+from app import leases, metrics
 from app.config import settings
 from app.db import session_scope
 from app.models import Client, Conversation, HandoverReason, HandoverStatus, Message, MessageRole, MessageStatus, MessageType, User
+from app.models.turn_lease import TurnLease
 from app.schemas.client import ClientSettings
 from app.services import clients, hours, replies
 from app.services.booking import apply as booking
@@ -78,6 +83,7 @@ class TurnOutcome(StrEnum):
     SUPERSEDED = "superseded"  # the customer wrote again: a later turn answers everything
     RESCHEDULED = "rescheduled"  # not due yet: dispatched again when it is
     LOCKED = "locked"  # another worker is answering the conversation
+    LOST = "lost"  # this worker's lease was taken over (it stalled past LEASE_SECONDS): its result is dropped
     EMPTY = "empty"  # nothing left to answer
 
 
@@ -106,6 +112,7 @@ class Turn:
     """One customer turn being answered, with what was read about it in the opening transaction."""
 
     id: uuid.UUID
+    version: int  # of the conversation's turn lease: the fencing token of the final write
     conversation_id: uuid.UUID
     client_id: uuid.UUID
     client_slug: str
@@ -194,24 +201,35 @@ def process_turn(conversation_id: uuid.UUID) -> TurnOutcome:
     """Answer the conversation's pending turn once it is due. Returns what happened (for logs and tests)."""
     if scheduling.claim_due(conversation_id) > 0:
         return TurnOutcome.RESCHEDULED  # a later message moved the turn: it is dispatched again when due
-    lock = scheduling.turn_lock(conversation_id)
-    if not lock.acquire():
-        # Another worker is answering this conversation; come back after it has finished.
-        scheduling.enqueue_turn(conversation_id, delay_seconds=0.5)
-        return TurnOutcome.LOCKED
-    try:
-        return _run_turn(conversation_id)
-    finally:
-        try:
-            lock.release()
-        except LockError:
-            logger.warning("turn.lock_expired", extra={"conversation_id": str(conversation_id)})
-
-
-def _run_turn(conversation_id: uuid.UUID) -> TurnOutcome:
     turn = _open_turn(conversation_id)
-    if turn is None:
-        return TurnOutcome.EMPTY
+    if not isinstance(turn, Turn):
+        if turn == TurnOutcome.LOCKED:  # another worker is answering this conversation: come back after it
+            scheduling.enqueue_turn(conversation_id, delay_seconds=0.5)
+        return turn
+    with leases.hold("turn", (turn.conversation_id, turn.version), _renew_leases):
+        outcome, decision, outbox_ids = _run_turn(turn)
+    for outbox_id in outbox_ids:  # each send under a lease of its own
+        outbox.deliver(outbox_id)
+    _count(turn, decision, outcome)
+    if decision.detail == reply_policy.NO_MANAGER_CHANNEL and outcome == TurnOutcome.ANSWER:
+        logger.warning("handover.no_manager_channel", extra={**turn.log, "reason": decision.reason})
+        text_ = f"{turn.client_name}: клиенту нужен менеджер, но Telegram-группа или бот клиента не настроены"
+        alerts.fire(f"no_manager:{turn.client_slug}", text_)
+    return outcome
+
+
+def _renew_leases(connection: Connection, keys: list[Any]) -> set[Any]:
+    """The heartbeat's renewal of this process's turn leases: those still held, by (conversation, version)."""
+    rows = connection.execute(
+        update(TurnLease)
+        .where(tuple_(TurnLease.conversation_id, TurnLease.version).in_(keys), TurnLease.lease_until.is_not(None))
+        .values(lease_until=func.now() + timedelta(seconds=settings.lease_seconds))
+        .returning(TurnLease.conversation_id, TurnLease.version)
+    )
+    return {(row.conversation_id, row.version) for row in rows}
+
+
+def _run_turn(turn: Turn) -> tuple[TurnOutcome, Decision, list[uuid.UUID]]:
     try:
         counts = ((Limit.MESSAGES, len(turn.messages)), (Limit.TURNS, 1))
         over = [limit for limit, amount in counts if not limits.take(limit, turn.scope, amount)]
@@ -222,23 +240,26 @@ def _run_turn(conversation_id: uuid.UUID) -> TurnOutcome:
     except Exception:
         _release(turn)  # the job is retried with backoff; the messages must be there to claim again
         raise
-    if outcome == TurnOutcome.SUPERSEDED:  # its messages are counted again by the turn that answers them
+    if outcome in (TurnOutcome.SUPERSEDED, TurnOutcome.LOST):  # its messages are counted again by the turn that answers them
         limits.give_back(Limit.MESSAGES, turn.scope, len(turn.messages))
         limits.give_back(Limit.TURNS, turn.scope, 1)
-    for outbox_id in outbox_ids:
-        outbox.deliver(outbox_id)
-    _count(turn, decision, outcome)
-    if decision.detail == reply_policy.NO_MANAGER_CHANNEL:
-        logger.warning("handover.no_manager_channel", extra={**turn.log, "reason": decision.reason})
-        text_ = f"{turn.client_name}: клиенту нужен менеджер, но Telegram-группа или бот клиента не настроены"
-        alerts.fire(f"no_manager:{turn.client_slug}", text_)
-    return outcome
+    return outcome, decision, outbox_ids
 
 
-def _open_turn(conversation_id: uuid.UUID) -> Turn | None:
-    """Claim every received message of the conversation for this turn, and read what answering needs."""
+def _open_turn(conversation_id: uuid.UUID) -> Turn | TurnOutcome:
+    """Take the conversation's turn lease, claim every received message of the conversation for this turn,
+    and read what answering needs. LOCKED while another live worker holds the lease; EMPTY when nothing
+    waits for an answer."""
     turn_id = uuid.uuid4()
     with session_scope() as session:
+        version = _take_lease(session, conversation_id, turn_id)
+        if version is None:
+            return TurnOutcome.LOCKED
+        # Messages still being processed belong to an owner whose lease expired (it died or stalled): theirs
+        # is taken over, they are answered with this turn.
+        orphaned = len(session.execute(unclaim(conversation_id=conversation_id).returning(Message.id)).all())
+        if orphaned:
+            logger.warning("turn.taken_over", extra={"conversation_id": str(conversation_id), "messages": orphaned, "version": version})
         claimed = list(
             session.scalars(
                 update(Message)
@@ -248,7 +269,8 @@ def _open_turn(conversation_id: uuid.UUID) -> Turn | None:
             )
         )
         if not claimed:
-            return None
+            _release_lease(session, conversation_id, version)
+            return TurnOutcome.EMPTY
         claimed.sort(key=lambda m: (m.created_at, m.id))
         conversation, client, user, now = session.execute(
             select(Conversation, Client, User, func.now())
@@ -268,6 +290,7 @@ def _open_turn(conversation_id: uuid.UUID) -> Turn | None:
         )
         return Turn(
             id=turn_id,
+            version=version,
             conversation_id=conversation_id,
             client_id=client.id,
             client_slug=client.slug,
@@ -290,6 +313,27 @@ def _open_turn(conversation_id: uuid.UUID) -> Turn | None:
             booking=booking.draft_of(in_progress) if in_progress else None,
             managers_reachable=telegram.reachable(client),
         )
+
+
+def _take_lease(session: Session, conversation_id: uuid.UUID, turn_id: uuid.UUID) -> int | None:
+    """The conversation's turn lease for this process, if it is free or its holder's has expired: the new
+    version. None while another holder's lease runs (a concurrent claim waits on the row, then sees it held)."""
+    lease_until = func.now() + timedelta(seconds=settings.lease_seconds)
+    stmt = insert(TurnLease).values(
+        conversation_id=conversation_id, version=1, owner=leases.owner(), turn_id=turn_id, lease_until=lease_until
+    )
+    taken = stmt.on_conflict_do_update(
+        index_elements=[TurnLease.conversation_id],
+        set_={"version": TurnLease.version + 1, "owner": stmt.excluded.owner, "turn_id": turn_id, "lease_until": lease_until},
+        where=TurnLease.lease_until.is_(None) | (TurnLease.lease_until < func.now()),
+    ).returning(TurnLease.version)
+    return session.scalar(taken)
+
+
+def _release_lease(session: Session, conversation_id: uuid.UUID, version: int) -> None:
+    session.execute(
+        update(TurnLease).where(TurnLease.conversation_id == conversation_id, TurnLease.version == version).values(lease_until=None)
+    )
 
 
 def _history(session: Session, conversation_id: uuid.UUID, turn_id: uuid.UUID) -> list[ChatTurn]:
@@ -499,6 +543,12 @@ def _finish(turn: Turn, decision: Decision, plan: booking.Plan = _NO_PLAN) -> tu
     with session_scope() as session:
         conversation = session.scalar(select(Conversation).where(Conversation.id == turn.conversation_id).with_for_update())
         assert conversation is not None
+        held = session.scalar(select(TurnLease.version).where(TurnLease.conversation_id == turn.conversation_id).with_for_update())
+        if held != turn.version:
+            # This worker stalled past its lease and another took the turn over: it answers, this result is dropped.
+            logger.warning("turn.lease_lost", extra={**turn.log, "version": turn.version, "current_version": held})
+            return TurnOutcome.LOST, []
+        _release_lease(session, turn.conversation_id, turn.version)  # with this transaction's commit
         newer = session.scalar(
             select(exists().where(Message.conversation_id == turn.conversation_id, Message.status == MessageStatus.RECEIVED))
         )
@@ -621,34 +671,40 @@ def _response_time_ms(turn: Turn) -> int:
     return int((datetime.now(UTC) - last).total_seconds() * 1000)
 
 
-def unclaim(*, turn_id: uuid.UUID | None = None, claimed_before: Any = None) -> Update:
-    """Give claimed messages back, to be claimed by a later turn: those of one turn, or those claimed
-    before a time (a turn whose worker died)."""
+def unclaim(*, turn_id: uuid.UUID | None = None, conversation_id: uuid.UUID | None = None) -> Update:
+    """Give claimed messages back, to be claimed by a later turn: those of one turn, or every one of a
+    conversation (taken over from an owner whose lease expired)."""
     stmt = update(Message).where(Message.status == MessageStatus.PROCESSING)
     if turn_id is not None:
         stmt = stmt.where(Message.turn_id == turn_id)
-    if claimed_before is not None:
-        stmt = stmt.where(Message.claimed_at < claimed_before)
+    if conversation_id is not None:
+        stmt = stmt.where(Message.conversation_id == conversation_id)
     return stmt.values(status=MessageStatus.RECEIVED, turn_id=None, claimed_at=None)
 
 
 def _release(turn: Turn) -> None:
     with session_scope() as session:
         session.execute(unclaim(turn_id=turn.id))
+        _release_lease(session, turn.conversation_id, turn.version)
     logger.error("turn.failed", extra=turn.log)
 
 
 def redrive_turns(limit: int = 500) -> int:
-    """Schedule turns whose messages wait too long (their job was lost: a Redis outage, a killed process),
-    and release turns whose worker died mid-way. A periodic maintenance task."""
-    stale_claim = timedelta(seconds=settings.turn_lock_seconds) + _REDRIVE_GRACE
+    """Schedule the turns nobody is answering: messages being processed whose lease expired (the worker
+    died or stalled: taken over within LEASE_SECONDS), and received messages that waited past their turn's
+    longest wait (their job was lost: a Redis outage). A periodic task, every REDRIVE_INTERVAL_SECONDS."""
     overdue = timedelta(seconds=settings.buffer_max_wait_seconds) + _REDRIVE_GRACE
+    lease = TurnLease.__table__
     with session_scope() as session:
-        session.execute(unclaim(claimed_before=func.now() - stale_claim))
         conversation_ids = list(
             session.scalars(
                 select(Message.conversation_id)
-                .where(Message.status == MessageStatus.RECEIVED, Message.created_at < func.now() - overdue)
+                .outerjoin(lease, lease.c.conversation_id == Message.conversation_id)
+                .where(
+                    (Message.status == MessageStatus.PROCESSING)
+                    | ((Message.status == MessageStatus.RECEIVED) & (Message.created_at < func.now() - overdue)),
+                    lease.c.lease_until.is_(None) | (lease.c.lease_until < func.now()),
+                )
                 .group_by(Message.conversation_id)
                 .limit(limit)
             )

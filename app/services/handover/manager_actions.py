@@ -37,7 +37,7 @@ from app.models import (
     TelegramUpdate,
     User,
 )
-from app.schemas.outbox import ManagerMedia, ManagerText, OutboxPayload
+from app.schemas.outbox import ManagerMedia, ManagerText, OutboxPayload, WhatsAppText
 from app.schemas.telegram import TgCallbackQuery, TgFile, TgUpdate
 from app.services import clients, replies
 from app.services.channels import media_store, outbox, telegram, whatsapp
@@ -51,6 +51,12 @@ DELIVERED = "✅ Доставлено"
 NOT_YET_DELIVERED = "⚠️ Пока не доставлено: WhatsApp не отвечает. Повторю отправку автоматически."
 NOT_A_MANAGER = "Нет доступа: вас нет в списке менеджеров этого чата"
 NOT_DELIVERED = "⚠️ Не доставлено клиенту: {error}."
+UNCERTAIN = "⚠️ Неизвестно, доставлено ли: WhatsApp не ответил на отправку. Проверьте переписку в WhatsApp, прежде чем отправлять снова."
+BOT_ANSWER_UNCERTAIN = (
+    "⚠️ Неизвестно, дошёл ли до клиента ответ бота (WhatsApp не ответил на отправку), повторно он не отправлен:\n"
+    "«{text}»\nПроверьте переписку в WhatsApp и при необходимости напишите клиенту сами."
+)
+_QUOTE_CHARS = 500
 # A manager's file, by its Telegram kind: how WhatsApp carries it, how it is stored.
 _FILE_KINDS: dict[str, tuple[str, MessageType, str, str]] = {  # kind -> (ChatFlow kind, message type, content type, name)
     "photo": ("image", MessageType.IMAGE, "image/jpeg", "photo.jpg"),
@@ -423,6 +429,25 @@ def report_given_up(delivery: Delivery[OutboxPayload], error: str) -> None:
     """A manager's reply the outbox gave up on: say so in the topic, so the manager can reach the customer otherwise."""
     if isinstance(delivery.payload, (ManagerText, ManagerMedia)):
         _notice(cast(Delivery[Any], delivery), NOT_DELIVERED.format(error=_short(error)))
+
+
+def report_uncertain(delivery: Delivery[OutboxPayload], error: str) -> bool:
+    """A message to the customer that may or may not have arrived (the gateway did not answer): the manager is
+    told in the topic (a reply to their own message, or, for the bot's answer, while a handover is open), so
+    they check WhatsApp before sending it again. False when there is no manager to tell."""
+    if isinstance(delivery.payload, (ManagerText, ManagerMedia)):
+        _notice(cast(Delivery[Any], delivery), UNCERTAIN)
+        return True
+    if delivery.conversation_id is None or not isinstance(delivery.payload, WhatsAppText):
+        return False
+    with session_scope() as session:
+        if lifecycle.open_handover(session, delivery.conversation_id) is None:
+            return False
+        quoted = telegram.cut(" / ".join(delivery.payload.parts), _QUOTE_CHARS)
+        text = BOT_ANSWER_UNCERTAIN.format(text=telegram.escape(quoted))
+        item_id = topics.queue_text(session, client_id=delivery.client.id, conversation_id=delivery.conversation_id, text=text)
+    outbox.deliver_soon(item_id)
+    return True
 
 
 def _notice(delivery: Delivery[Any], text: str) -> None:

@@ -120,6 +120,17 @@ def delivery_failed(delivery: Delivery[OutboxPayload], error: str) -> None:
     fire(f"delivery:{client}:{channel}", f"Could not deliver a {channel} message for client '{client}': {scrub(error)[:200]}")
 
 
+def delivery_uncertain(delivery: Delivery[OutboxPayload], error: str) -> bool:
+    """A message to a customer may or may not have arrived, and no manager could be told: the operator checks."""
+    client, channel = delivery.client.slug, delivery.channel
+    fire(
+        f"uncertain:{delivery.id}",
+        f"A {channel} message for client '{client}' may not have arrived (the gateway did not answer; not sent again): "
+        f"outbox item {delivery.id}, conversation {delivery.conversation_id}. {scrub(error)[:200]}",
+    )
+    return True
+
+
 def reset() -> None:
     with _state.lock:
         _state.firing.clear()

@@ -1,7 +1,7 @@
 """Retention of personal data, run by the maintenance task: a customer's messages (text, transcripts, media
 metadata, the questions the bot could not answer and managers' answers suggested from them) are deleted after
 their client's `retention_days` (default 180), Telegram update ids after
-TELEGRAM_UPDATES_RETENTION_DAYS and finished outbox items (sent, failed, cancelled: they hold the texts too)
+TELEGRAM_UPDATES_RETENTION_DAYS and finished outbox items (sent, failed, cancelled, uncertain: they hold the texts too)
 after OUTBOX_RETENTION_DAYS. In batches on indexed columns, at most once an hour across processes."""
 
 import logging
@@ -21,7 +21,7 @@ BATCH = 1000
 MAX_BATCHES = 20  # per table and run: a large backlog is worked off over several runs, never in one long lock
 _EVERY_SECONDS = 3600
 _UNFINISHED = (MessageStatus.RECEIVED, MessageStatus.PROCESSING, MessageStatus.PENDING)
-_FINISHED = (OutboxStatus.SENT, OutboxStatus.FAILED, OutboxStatus.CANCELLED)
+_FINISHED = (OutboxStatus.SENT, OutboxStatus.FAILED, OutboxStatus.CANCELLED, OutboxStatus.UNCERTAIN)
 
 
 def prune_if_due() -> dict[str, int] | None:
