@@ -572,8 +572,9 @@ class Bench:
 
         threads = worker_threads(opts)
         light = 10 if opts.quick else 40
-        # Arrivals at half the worker's capacity (threads / LLM latency): turns do not queue for a thread.
-        light_ramp = round(2 * light * opts.llm_latency_ms / 1000 / threads, 1)
+        # Arrivals at half the capacity of 8 threads (or fewer): turns queue neither for a thread nor, with many
+        # threads, for the CPU (5 turns a second, as in the figures of earlier runs).
+        light_ramp = round(2 * light * opts.llm_latency_ms / 1000 / min(threads, 8), 1)
         log(f"phase 2: end to end, LLM {opts.llm_latency_ms} ms, {threads} worker threads")
         self.reset_state()
         (service,) = self.start(("service-worker", "app.main:app", self.env(WORKER_MODE="inprocess", **opts.service_env)))
@@ -581,7 +582,7 @@ class Bench:
         # One turn per worker thread first: the first model call of a process is slow (lazy SDK set-up), as in
         # any freshly started service; the figures below are of a warm one.
         self.end_to_end(service, conversations=threads, ramp_s=0.0, part=8, settle=False)
-        log(f"  light: {light} conversations x {opts.burst} messages over {light_ramp} s (half the worker's capacity)")
+        log(f"  light: {light} conversations x {opts.burst} messages over {light_ramp} s (light load)")
         results["e2e_light"] = self.end_to_end(
             service, conversations=light, ramp_s=light_ramp, part=7, prof="profile-e2e-light" if opts.profile else None
         )
