@@ -21,6 +21,7 @@ from contextlib import contextmanager
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
+from app import queue
 from app.config import settings
 from app.db import session_scope
 from app.queue import QUEUE, Job, broker
@@ -127,8 +128,7 @@ def background_work() -> Iterator[None]:
     _warn_weaknesses()
     worker: dramatiq.Worker | None = None
     if settings.worker_mode == "inprocess":
-        worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads, worker_timeout=settings.worker_poll_ms)
-        worker.start()
+        worker = queue.start_worker(broker, settings.worker_threads, settings.worker_poll_ms)
     try:
         yield
     finally:

@@ -18,9 +18,13 @@ class Settings(BaseSettings):
     # Infrastructure
     database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/truffles"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # PostgreSQL connections (see app/db.py, connection_budget): the webhook's pool holds one per request
+    # thread (API process only); every process has the pool of everything else (DB_POOL_SIZE + DB_MAX_OVERFLOW),
+    # shared by its worker threads, which hold a connection only for a transaction, never across a model call
+    # or a send. The defaults fit one API process and two worker processes in PostgreSQL's default 100.
     http_threads: int = 32
-    db_pool_size: int = 20
-    db_max_overflow: int = 20
+    db_pool_size: int = 10
+    db_max_overflow: int = 5
     db_pool_timeout_seconds: float = 5.0
     # The webhook's store may wait this long on PostgreSQL (a row lock included), then answers 503 and the
     # gateway retries: a stuck lock must not hold request threads indefinitely
@@ -143,8 +147,12 @@ class Settings(BaseSettings):
     # the rest of the burst, up to this; 0 turns it off (e.g. a gateway whose clock cannot be trusted)
     max_delivery_lag_seconds: float = 10.0
     worker_mode: Literal["inprocess", "off"] = "inprocess"
-    worker_threads: int = 8
-    worker_poll_ms: int = 20
+    # Turns answered at once per worker process: each thread mostly waits on the model or a gateway, holding
+    # no PostgreSQL connection meanwhile, so threads are cheap and many (the pool above does not grow with them)
+    worker_threads: int = 64
+    # How often an idle worker process asks Redis for jobs (Dramatiq backs off up to it). Turns do not wait for
+    # it: each is dispatched 2 x WORKER_POLL_MS before it is due (scheduling.py); other jobs may wait that long
+    worker_poll_ms: int = 100
     # How often each worker process looks for new turns (it wakes exactly when a known one is due); keep it
     # below the shortest turn wait (0.4 x BUFFER_WAIT_SECONDS) so a new turn is never dispatched late
     dispatch_poll_ms: int = 100

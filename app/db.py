@@ -3,6 +3,7 @@
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -100,6 +101,39 @@ def _wrapped(statement: str, params: Mapping[str, Any], exc: psycopg2.Error, *, 
         dialect=_autocommit_engine.dialect,
     )
     return cast(DBAPIError, wrapped)
+
+
+# What an application may open on a PostgreSQL with default settings: max_connections (100) less the
+# superuser_reserved_connections (3).
+POSTGRES_DEFAULT_CONNECTIONS = 97
+
+
+@dataclass(frozen=True)
+class ConnectionBudget:
+    """The most PostgreSQL connections each kind of process opens, from the settings (README: Scaling out).
+
+    Threads do not add to it: a worker thread holds a connection only for a transaction, never while a model,
+    a transcription or a gateway answers (turn.py, outbox.py), so 64 worker threads share the one pool."""
+
+    webhook: int  # the webhook's pool: one per request thread, in the API process only
+    shared: int  # everything else (worker threads, maintenance, other routes), in every process
+    heartbeat: int = 1  # the lease heartbeat's own connection (app/leases.py), in every process
+
+    @property
+    def api_process(self) -> int:
+        return self.webhook + self.shared + self.heartbeat
+
+    @property
+    def worker_process(self) -> int:
+        return self.shared + self.heartbeat
+
+    def total(self, *, worker_processes: int) -> int:
+        """One API process and this many `dramatiq app.worker` processes (each of its --processes counts)."""
+        return self.api_process + worker_processes * self.worker_process
+
+
+def connection_budget() -> ConnectionBudget:
+    return ConnectionBudget(webhook=settings.http_threads, shared=settings.db_pool_size + settings.db_max_overflow)
 
 
 def dispose() -> None:

@@ -15,6 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app import bootstrap
 from app.config import settings
+from app.db import connection_budget
 from app.middleware import BodySizeLimit, WebhookBacklog
 from app.routers import admin, debug, health, media, metrics, telegram_webhook, webhook
 from app.services.knowledge import qdrant
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     bootstrap.configure_logging()
-    # Sync routes run in this thread pool; the DB pool is sized to it plus the workers.
+    # Sync routes run in this thread pool; they share the pool of everything else (app/db.py, connection_budget).
     anyio.to_thread.current_default_thread_limiter().total_tokens = settings.http_threads
     try:
         with bootstrap.background_work():
@@ -34,7 +35,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             # which otherwise stop every thread for ~140 ms (seen as acknowledgement stalls under load).
             gc.collect()
             gc.freeze()
-            logger.info("app.started", extra={"worker_mode": settings.worker_mode, "worker_threads": settings.worker_threads})
+            logger.info(
+                "app.started",
+                extra={
+                    "worker_mode": settings.worker_mode,
+                    "worker_threads": settings.worker_threads,
+                    "db_connections_max": connection_budget().api_process,
+                },
+            )
             yield
     finally:
         qdrant.close()

@@ -34,6 +34,22 @@ broker = RedisBroker(  # type: ignore[no-untyped-call]  # Dramatiq's Redis broke
 )
 
 
+# An idle worker thread wakes this often, only to notice a shutdown. Dramatiq's one timeout would otherwise
+# wake each of the many threads every WORKER_POLL_MS (64 threads: 3200 wake-ups a second, each taking the
+# GIL from the webhook's threads); a job still reaches an idle thread at once (a queue put wakes it).
+_IDLE_THREAD_WAKE_MS = 1000
+
+
+def start_worker(on: dramatiq.Broker, threads: int, poll_ms: int) -> dramatiq.Worker:
+    """Start a Dramatiq worker: its consumers look for jobs every `poll_ms` at most (Dramatiq backs off up to it
+    when the queue is empty), its `threads` run them."""
+    worker = dramatiq.Worker(on, worker_threads=threads, worker_timeout=poll_ms)
+    worker.start()
+    for thread in worker.workers:  # read by each thread's next wait on the work queue
+        thread.timeout = _IDLE_THREAD_WAKE_MS / 1000
+    return worker
+
+
 def enqueue(job: Job, *args: str, delay_seconds: float = 0) -> None:
     """Put a job on the queue, optionally delayed. Raises redis errors: callers decide the fallback."""
     message: dramatiq.Message[None] = dramatiq.Message(queue_name=QUEUE, actor_name=job.value, args=args, kwargs={}, options={})

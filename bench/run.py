@@ -21,6 +21,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -94,6 +95,15 @@ def turn_wait_s(opts: Options, k: int) -> float:
         return opts.buffer_wait_s
 
 
+def worker_threads(opts: Options) -> int:
+    """WORKER_THREADS of the service: as set with --service-env, else the default of the checkout it runs from."""
+    if "WORKER_THREADS" in opts.service_env:
+        return int(opts.service_env["WORKER_THREADS"])
+    config = (opts.service_root / "app" / "config.py").read_text()
+    found = re.search(r"^\s*worker_threads: int = (\d+)", config, re.MULTILINE)
+    return int(found.group(1)) if found else 8
+
+
 def _round(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
 
@@ -142,7 +152,7 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument("--duration-s", type=float, help="each closed-loop measurement (default 10, quick 3)")
     parser.add_argument("--rate", type=float, default=100.0, help="requests/s of the open-loop latency test (default 100)")
     parser.add_argument("--phones", type=int, default=1000, help="distinct customers in the acknowledgement tests (default 1000)")
-    parser.add_argument("--log-level", default="WARNING", help="LOG_LEVEL of the service (default WARNING; try INFO)")
+    parser.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the service (default INFO, the README's)")
     parser.add_argument("--service-env", action="append", default=[], metavar="KEY=VALUE", help="extra env for the service, repeatable")
     parser.add_argument("--profile", action="store_true", help="py-spy record the service (needs `pip install py-spy`)")
     parser.add_argument("--out", type=Path, help="keep logs and profiles in this folder (default: a temporary one, removed)")
@@ -434,7 +444,7 @@ class Bench:
         opts = self.opts
         self.chatflow.reset()
         self.openai.reset()
-        threads = int(opts.service_env.get("WORKER_THREADS", "8"))
+        threads = worker_threads(opts)
         estimate = max(ramp_s, conversations * opts.llm_latency_ms / 1000 / threads) + opts.burst * opts.gap_s + opts.buffer_wait_s + 1
         profiler = _DelayedProfiler(server.pid, self.run_dir / prof, delay=0, seconds=min(estimate + 2, 120), gil=False) if prof else None
         self.wait_quiet()
@@ -560,10 +570,11 @@ class Bench:
         results["service_ack_memory"] = procs.memory_mb(service.pid)
         self.stop(floor, service)
 
-        threads = int(opts.service_env.get("WORKER_THREADS", "8"))
+        threads = worker_threads(opts)
         light = 10 if opts.quick else 40
-        # Arrivals at half the worker's capacity (threads / LLM latency): turns do not queue for a thread.
-        light_ramp = round(2 * light * opts.llm_latency_ms / 1000 / threads, 1)
+        # Arrivals at half the capacity of 8 threads (or fewer): turns queue neither for a thread nor, with many
+        # threads, for the CPU (5 turns a second, as in the figures of earlier runs).
+        light_ramp = round(2 * light * opts.llm_latency_ms / 1000 / min(threads, 8), 1)
         log(f"phase 2: end to end, LLM {opts.llm_latency_ms} ms, {threads} worker threads")
         self.reset_state()
         (service,) = self.start(("service-worker", "app.main:app", self.env(WORKER_MODE="inprocess", **opts.service_env)))
@@ -571,7 +582,7 @@ class Bench:
         # One turn per worker thread first: the first model call of a process is slow (lazy SDK set-up), as in
         # any freshly started service; the figures below are of a warm one.
         self.end_to_end(service, conversations=threads, ramp_s=0.0, part=8, settle=False)
-        log(f"  light: {light} conversations x {opts.burst} messages over {light_ramp} s (half the worker's capacity)")
+        log(f"  light: {light} conversations x {opts.burst} messages over {light_ramp} s (light load)")
         results["e2e_light"] = self.end_to_end(
             service, conversations=light, ramp_s=light_ramp, part=7, prof="profile-e2e-light" if opts.profile else None
         )

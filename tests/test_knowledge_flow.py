@@ -12,6 +12,7 @@ from app.config import settings
 from app.db import session_scope
 from app.models import Handover
 from app.services import replies
+from app.services.conversation import scheduling
 from app.services.knowledge import kb, qdrant
 from app.services.replies import FALLBACK_RESPONSES
 from tests.helpers import chatflow_payload, wait_until
@@ -139,6 +140,22 @@ def test_the_query_is_embedded_while_the_turn_still_waits(api, make_client, llm,
     api.post("/webhook/salon", json=chatflow_payload("цена какая", message_id="P-2"))
     wait_until(lambda: any(query == "хочу узнать про маникюр\nцена какая" for _, query in kb._query_cache), timeout=5)
     assert chatflow.sent_texts() == []  # prepared ahead, not answered early
+    assert wait_until(lambda: chatflow.sent_texts(), timeout=15) == ["Классический маникюр — 7000 тенге."]
+    assert "7000 тенге" in _system_prompt(llm)
+
+
+def test_no_query_is_prepared_while_the_process_is_busy_acknowledging(api, make_client, llm, chatflow):
+    # Deliveries pour in: embedding ahead would take the CPU from acknowledging them. The turn embeds its own query.
+    client = make_client("salon", settings={"buffer_wait_seconds": 2})
+    kb.ingest_text(client_id=str(client.id), source="salon.md", text=SALON_KB, kind="markdown")
+    llm.set_reply("Классический маникюр — 7000 тенге.")
+    scheduling.count_webhook(5)  # five other deliveries being acknowledged meanwhile
+    try:
+        api.post("/webhook/salon", json=chatflow_payload("сколько стоит маникюр с покрытием"))
+        time.sleep(1.0)  # the prefetch would have run after 0.3 s
+        assert not any(query == "сколько стоит маникюр с покрытием" for _, query in kb._query_cache)
+    finally:
+        scheduling.count_webhook(-5)
     assert wait_until(lambda: chatflow.sent_texts(), timeout=15) == ["Классический маникюр — 7000 тенге."]
     assert "7000 тенге" in _system_prompt(llm)
 

@@ -3,6 +3,7 @@
 import json
 import logging
 import time
+from datetime import UTC, datetime
 
 import pytest
 
@@ -99,3 +100,30 @@ def test_log_scrubbing_helpers():
         "GET https://x/api/v1/send-text?token=***&jid=*******5555@s.whatsapp.net"
     )
     assert "/bot***/" in scrub("POST https://api.telegram.org/bot123456:AAbbCC_dd-ee/sendMessage")
+
+
+def test_a_log_line_carries_the_same_fields_rendered_the_cheap_way():
+    # The formatter renders the date once a second and skips the scrubbing of text that cannot hold a phone or a
+    # token: the line must read exactly as before.
+    formatter = JsonFormatter()
+    for created in (1764563000.0, 1764563000.123, 1764563000.9995, 1764563000.9999996, 1764563001.5, 1764563001.000001):
+        record = logging.LogRecord("app.services.conversation.inbound", logging.INFO, __file__, 1, "webhook.accepted", None, None)
+        record.created = created
+        record.__dict__.update(
+            {
+                "client": "salon",
+                "phone": "77015705555",
+                "external_id": "3EB0C767D26A1D8A0E3A",
+                "conversation_id": "5f0c8a3e-1234-4c8e-9d2b-0a0b0c0d0e0f",
+                "note": "from +77015705555 via https://x/api?token=abc123",
+                "scheduled": True,
+                "wait_seconds": 1.8,
+            }
+        )
+        line = json.loads(formatter.format(record))
+        assert line["ts"] == datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+        assert line["level"] == "info" and line["event"] == "webhook.accepted" and line["client"] == "salon"
+        assert line["phone"] == "*******5555"
+        assert line["external_id"] == "3EB0C767D26A1D8A0E3A" and line["conversation_id"] == "5f0c8a3e-1234-4c8e-9d2b-0a0b0c0d0e0f"
+        assert line["note"] == "from ********5555 via https://x/api?token=***"
+        assert line["scheduled"] is True and line["wait_seconds"] == 1.8

@@ -36,6 +36,7 @@ DUE_KEY = queue.TURNS_DUE_KEY
 PREFETCH_KEY = "turns:prefetch"
 _PREFETCH_MIN_WAIT_SECONDS = 0.5  # shorter waits leave no time to prepare anything
 _PREFETCH_BACKLOG = 4  # prefetches waiting beyond this are dropped: late ones help no one
+_PREFETCH_MAX_WEBHOOKS_IN_FLIGHT = 4  # more deliveries than this in flight in the process: no prefetch
 _STATE_TTL_SECONDS = 3600
 _DISPATCH_BATCH = 200
 _CLAIM_MARGIN_MS = 250
@@ -429,8 +430,8 @@ class Dispatcher(dramatiq.Middleware):
             self._prefetcher.shutdown(wait=False, cancel_futures=True)
 
     def _prefetch_paused(self, conversation_ids: list[str]) -> None:
-        if self._prefetcher is None:
-            return
+        if self._prefetcher is None or deliveries.in_flight > _PREFETCH_MAX_WEBHOOKS_IN_FLIGHT:
+            return  # busy acknowledging: embedding ahead would take the CPU from the acknowledgements (the turn embeds)
         for conversation_id in conversation_ids:
             if not self._prefetching.acquire(blocking=False):
                 continue  # the prefetcher is behind (a burst): this turn prepares itself
