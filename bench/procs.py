@@ -109,6 +109,56 @@ class Contention:
         }
 
 
+class CpuBreakdown:
+    """CPU seconds spent during a measurement, by process group: where the machine's time per turn goes.
+
+    service: the uvicorn process; postgres: backends of the bench database; postgres (shared): the server's
+    background processes (WAL writer, checkpointer... shared with anyone else's databases); redis: the
+    server on 6379; driver: this process (the fakes' handler threads included: `fakes` takes them from it
+    with their own counters); load generator: reported by itself; kernel: kernel threads; other: everything
+    else on the machine. machine_busy also counts interrupt time no process is charged with.
+    Processes that exit during the window lose their last CPU (a bench database backend closed by a pool).
+    """
+
+    def __init__(self, database: str, service_pid: int) -> None:
+        self.database = database
+        self.service_pid = service_pid
+        self.table0 = _process_table()
+        self.machine0 = machine_cpu()
+
+    def _group(self, pid: int, parent: int, cmdline: str) -> str:
+        if pid == self.service_pid:
+            return "service"
+        if pid == os.getpid():
+            return "driver"
+        if cmdline.startswith("postgres: "):
+            if f" {self.database} " in cmdline:
+                return "postgres"
+            return "postgres_shared" if " postgres " not in cmdline else "other"
+        if cmdline.startswith(("postgres ", "/usr/lib/postgresql")):
+            return "postgres_shared"
+        if "redis-server 127.0.0.1:6379" in cmdline:
+            return "redis"
+        if "-m bench.load" in cmdline:
+            return "load_generator"
+        if parent == 2 or not cmdline:  # kernel threads: loopback networking in softirq, writeback
+            return "kernel"
+        return "other"
+
+    def result(self) -> dict[str, float]:
+        """Seconds per group since construction, and the machine's busy seconds (all cores) in the same window."""
+        table = _process_table()
+        out: dict[str, float] = {}
+        for pid, (parent, cmdline, cpu) in table.items():
+            before = self.table0.get(pid)
+            delta = cpu - (before[2] if before and before[1] == cmdline else 0.0)
+            group = self._group(pid, parent, cmdline)
+            out[group] = out.get(group, 0.0) + delta
+        busy = machine_cpu()[0] - self.machine0[0]
+        out["machine_busy"] = busy / _CLK_TCK
+        return out
+
+
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), "?")

@@ -449,6 +449,7 @@ class Bench:
         profiler = _DelayedProfiler(server.pid, self.run_dir / prof, delay=0, seconds=min(estimate + 2, 120), gil=False) if prof else None
         self.wait_quiet()
         cpu0, watch, t0 = procs.cpu_seconds(server.pid), procs.Contention(BENCH_DB), time.monotonic()
+        breakdown, fakes0 = procs.CpuBreakdown(BENCH_DB, server.pid), (self.openai.cpu_s, self.chatflow.cpu_s)
         job = {
             "mode": "conversations",
             "url": f"{server.url}/webhook/{CLIENT_SLUG}?secret={WEBHOOK_SECRET}",
@@ -477,6 +478,11 @@ class Bench:
             time.sleep(0.2)
         answered_at = time.monotonic()
         cpu_answered = procs.cpu_seconds(server.pid)
+        by_group = breakdown.result()
+        by_group["fake_openai"] = self.openai.cpu_s - fakes0[0]
+        by_group["fake_chatflow"] = self.chatflow.cpu_s - fakes0[1]
+        by_group["driver"] = by_group.get("driver", 0.0) - by_group["fake_openai"] - by_group["fake_chatflow"]
+        by_group["load_generator"] = by_group.get("load_generator", 0.0) + float(result.get("generator_cpu_s", 0.0))
         if settle:  # a duplicate would come one buffer + one model call after the first answer at the latest
             time.sleep(opts.buffer_wait_s + opts.llm_latency_ms / 1000 + 1.5)
         cpu1, contention = procs.cpu_seconds(server.pid), watch.result()
@@ -515,6 +521,10 @@ class Bench:
             "all_answered_s": round(answered_at - t0, 1),
             "service_cpu_s": round(cpu1 - cpu0, 2),
             "cpu_ms_per_turn": round(1000 * (cpu_answered - cpu0) / max(1, len(latencies)), 1),
+            # Until the last answer: every process's CPU per answered turn, and the machine's (all cores).
+            "cpu_ms_per_turn_by_process": {k: round(1000 * v / max(1, len(latencies)), 1) for k, v in sorted(by_group.items())},
+            "machine_busy_pct_until_answered": round(100 * by_group["machine_busy"] / ((os.cpu_count() or 1) * (answered_at - t0)), 1),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
             **contention,
         }
         if profiler:
@@ -548,6 +558,7 @@ class Bench:
         time.sleep(2.0)
         # Other work on the machine (a test suite, a build) takes cores from every figure below.
         results["machine"]["other_processes_before_pct"] = other = watch.result()["other_processes_cpu_pct"]
+        results["machine"]["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
         if other > 10:
             log(f"warning: other processes use {other}% of the machine; the figures will be low (see --wait-idle-s)")
         self.start_fakes()
@@ -759,7 +770,8 @@ def render(results: dict[str, Any]) -> str:
         f"load: bench.load (asyncio, HTTP/1.1 keep-alive, own process) on loopback; closed loop {o['concurrency']} connections "
         f"x {o['duration_s']:.0f} s ({results['service_closed']['slices']} slice(s) alternating with the floor, each after "
         f"{o['warmup_s']:.1f} s warm-up); open loop {o['rate']:.0f} req/s x {o['rate_duration_s']:.0f} s",
-        f"other processes on the machine: {m['other_processes_before_pct']}% before the run; per measurement in the 'others' column "
+        f"other processes on the machine: {m['other_processes_before_pct']}% before the run (load average "
+        f"{m.get('load_average_before')}); per measurement in the 'others' column "
         "(above ~10% the figures are low)",
         "",
         "webhook acknowledgement                  req/s   p50 ms   p99 ms  CPU ms/req  non-200  others",
@@ -797,6 +809,9 @@ def render(results: dict[str, Any]) -> str:
             f"  webhook ack meanwhile           p50 {e['ack_latency_ms']['p50']} ms   p99 {e['ack_latency_ms']['p99']} ms   "
             f"non-200: {_non_200(e['ack_statuses'])}",
             f"  service CPU per turn {e['cpu_ms_per_turn']} ms (its {o['burst']} webhooks and idle polling included)",
+            "  CPU ms per answered turn until the last answer: "
+            + ", ".join(f"{k} {v}" for k, v in e["cpu_ms_per_turn_by_process"].items())
+            + f" (machine busy {e['machine_busy_pct_until_answered']}%, load average {e['load_average']})",
             "",
         ]
     lines += [

@@ -132,6 +132,26 @@ def test_webhook_survives_a_postgres_restart_between_requests(api, make_client, 
     assert _count(Message, Message.role == MessageRole.USER) == 2
 
 
+def test_turns_survive_a_postgres_restart_between_customers(api, make_client, llm, chatflow):
+    # The turn, the outbox and this test read through the shared pool, whose connections all died with the
+    # restart: each is found closed before use and replaced, so nothing fails and the customer is answered.
+    make_client("salon")
+    api.post("/webhook/salon", json=chatflow_payload("Добрый день", phone="77015550010"))
+    assert len(wait_until(lambda: chatflow.sent_texts())) == 1
+    admin = create_engine(engine.url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    terminate = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"
+    with admin.connect() as connection:
+        connection.execute(text(terminate), {"n": engine.url.database})
+    admin.dispose()
+    time.sleep(0.2)  # the backends exit (and close their sockets) just after pg_terminate_backend returns
+    assert _count(Message, Message.role == MessageRole.USER) == 1
+    assert api.post("/webhook/salon", json=chatflow_payload("Вы работаете сегодня?", phone="77015550010")).json() == {"status": "ok"}
+    assert len(wait_until(lambda: len(chatflow.sent_texts()) >= 2 and chatflow.sent_texts(), timeout=15)) == 2
+    time.sleep(0.5)
+    assert len(chatflow.sent_texts()) == 2
+    assert _count(OutboxItem, OutboxItem.status != OutboxStatus.SENT) == 0
+
+
 def test_webhook_blocked_on_postgres_answers_503_in_bounded_time_and_the_retry_lands(api, make_client, llm, chatflow):
     # A lock held too long (a stuck transaction) must not hold the gateway's request: 503, then its retry works.
     make_client("salon")
