@@ -3,13 +3,14 @@ a send whose outcome is unknown is never repeated and a person is told; each per
 whichever process gets there first. (Killed and stalled processes: test_crash_recovery.py.)"""
 
 import time
+import uuid
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app import leases
 from app.config import settings
 from app.db import session_scope
-from app.models import OutboxItem, OutboxStatus
+from app.models import Conversation, OutboxItem, OutboxStatus, TurnLease
 from app.services.conversation import turn
 from app.services.operations import alerts, maintenance
 from fakes.telegram import make_message_update
@@ -90,3 +91,30 @@ def test_each_periodic_task_runs_once_per_tick_whichever_process_gets_there_firs
     assert maintenance.run_once_per_tick(tasks, 5, tick) == []  # a second process, same tick
     assert maintenance.run_once_per_tick(tasks, 5, tick + 1) == ["reminders", "alerts"]
     assert ran == ["reminders", "alerts", "reminders", "alerts"]
+
+
+def test_a_lease_its_own_turn_released_is_not_reported_lost_but_a_taken_over_one_is(api, make_client, llm, chatflow, caplog):
+    make_client("salon")
+    llm.set_reply("Здравствуйте!")
+    api.post("/webhook/salon", json=chatflow_payload("Привет"))
+    wait_until(lambda: chatflow.sent_texts(), message="the first answer")
+    with session_scope() as session:
+        conversation_id = session.scalar(select(Conversation.id))
+    assert conversation_id is not None
+    with session_scope() as session:
+        version = turn._take_lease(session, conversation_id, uuid.uuid4())
+    assert version is not None
+    with leases.hold("turn", (conversation_id, version), turn._renew_leases) as claim:
+        with session_scope() as session:
+            turn._release_lease(session, conversation_id, version)  # the turn finished; the hold has not ended yet
+        leases._heartbeat.beat()
+        assert not claim.lost and "lease.lost" not in caplog.text  # an operator is not warned of nothing
+    with session_scope() as session:
+        version = turn._take_lease(session, conversation_id, uuid.uuid4())
+    assert version is not None
+    with leases.hold("turn", (conversation_id, version), turn._renew_leases) as claim:
+        with session_scope() as session:  # its lease expired and another worker took the turn over
+            session.execute(update(TurnLease).where(TurnLease.conversation_id == conversation_id).values(lease_until=None))
+            assert turn._take_lease(session, conversation_id, uuid.uuid4()) == version + 1
+        leases._heartbeat.beat()
+        assert claim.lost and "lease.lost" in caplog.text

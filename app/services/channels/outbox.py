@@ -301,7 +301,13 @@ def _renew_leases(connection: Connection, keys: list[Any]) -> set[Any]:
         .values(locked_until=func.now() + timedelta(seconds=settings.lease_seconds))
         .returning(OutboxItem.id, OutboxItem.lease_version)
     )
-    return {(row.id, row.lease_version) for row in rows}
+    kept = {(row.id, row.lease_version) for row in rows}
+    if len(kept) < len(keys):  # an item finished by its own sender meanwhile (same version) was not lost
+        finished = select(OutboxItem.id, OutboxItem.lease_version).where(
+            tuple_(OutboxItem.id, OutboxItem.lease_version).in_(keys), OutboxItem.status != OutboxStatus.SENDING
+        )
+        kept |= {(row.id, row.lease_version) for row in connection.execute(finished)}
+    return kept
 
 
 def _still_mine(delivery: Delivery[Any]) -> Any:

@@ -226,7 +226,13 @@ def _renew_leases(connection: Connection, keys: list[Any]) -> set[Any]:
         .values(lease_until=func.now() + timedelta(seconds=settings.lease_seconds))
         .returning(TurnLease.conversation_id, TurnLease.version)
     )
-    return {(row.conversation_id, row.version) for row in rows}
+    kept = {(row.conversation_id, row.version) for row in rows}
+    if len(kept) < len(keys):  # a lease its own turn released meanwhile (same version, no expiry) was not lost
+        released = select(TurnLease.conversation_id, TurnLease.version).where(
+            tuple_(TurnLease.conversation_id, TurnLease.version).in_(keys), TurnLease.lease_until.is_(None)
+        )
+        kept |= {(row.conversation_id, row.version) for row in connection.execute(released)}
+    return kept
 
 
 def _run_turn(turn: Turn) -> tuple[TurnOutcome, Decision, list[uuid.UUID]]:
