@@ -20,7 +20,7 @@ from app.services.booking import apply, card, flow, texts, when
 from app.services.booking.store import store
 from app.services.channels import outbox, telegram
 from app.services.channels.outbox import Delivery, SaveProgress
-from app.services.channels.telegram import TopicNotFound, escape
+from app.services.channels.telegram import escape
 from app.services.handover import topics
 from app.services.handover.manager_actions import CallbackAnswer, Manager
 
@@ -154,29 +154,19 @@ def deliver_card(delivery: Delivery[BookingCard], save_progress: SaveProgress) -
     bot, chat_id = telegram.bot_for(delivery.client), telegram.chat_for(delivery.client)
     booking_id = delivery.payload.booking_id
 
+    def remember(message_id: int | None) -> None:
+        with session_scope() as session:
+            session.execute(update(BookingRequest).where(BookingRequest.id == booking_id).values(telegram_message_id=message_id))
+
     def send(topic_id: int) -> dict[str, Any]:
         with session_scope() as session:
             booking = session.get(BookingRequest, booking_id)
             if booking is None:
                 return {"skipped": "booking gone"}
             view, message_id = _view(session, booking), booking.telegram_message_id
-        body, buttons = card.text(view), card.buttons(view)
-        if message_id is None:
-            message_id = telegram.send_message(bot, chat_id=chat_id, thread_id=topic_id, text=body, reply_markup=buttons)
-            with session_scope() as session:
-                session.execute(update(BookingRequest).where(BookingRequest.id == booking_id).values(telegram_message_id=message_id))
-            return {"message_id": message_id, "topic_id": topic_id}
-        try:
-            telegram.edit_message(bot, chat_id=chat_id, message_id=message_id, text=body, reply_markup=buttons)
-        except TopicNotFound:
-            with session_scope() as session:  # the old card died with its topic
-                session.execute(update(BookingRequest).where(BookingRequest.id == booking_id).values(telegram_message_id=None))
-            raise
-        except telegram.TelegramError as exc:
-            if exc.error_code != 400:
-                raise
-            logger.warning("telegram.booking_card_not_editable", extra={"booking_id": str(booking_id), "error": exc.message[:200]})
-        return {"message_id": message_id, "topic_id": topic_id}
+        log = {"booking_id": str(booking_id)}
+        posted = topics.post_card(bot, chat_id, topic_id, card.text(view), card.buttons(view), message_id, remember, log=log)
+        return {"message_id": posted, "topic_id": topic_id}
 
     return topics.in_topic(delivery, send)
 

@@ -149,41 +149,56 @@ def deliver_card(delivery: Delivery[Card], save_progress: SaveProgress) -> dict[
     bot, chat_id = telegram.bot_for(delivery.client), telegram.chat_for(delivery.client)
     handover_id = delivery.payload.handover_id
 
+    def remember(message_id: int | None) -> None:
+        with session_scope() as session:
+            session.execute(update(Handover).where(Handover.id == handover_id).values(telegram_message_id=message_id))
+
     def send(topic_id: int) -> dict[str, Any]:
         with session_scope() as session:
             handover = session.get(Handover, handover_id)
             if handover is None:
                 return {"skipped": "handover gone"}
             view, message_id = _card_view(session, handover), handover.telegram_message_id
-        text, buttons, is_open = card.text(view), card.buttons(view), view.status in OPEN_HANDOVER_STATUSES
-        if message_id is None:
-            message_id = telegram.send_message(bot, chat_id=chat_id, thread_id=topic_id, text=text, reply_markup=buttons)
-            with session_scope() as session:
-                session.execute(update(Handover).where(Handover.id == handover_id).values(telegram_message_id=message_id))
-            if is_open:
-                telegram.pin(bot, chat_id=chat_id, message_id=message_id)
-        else:
-            try:
-                telegram.edit_message(bot, chat_id=chat_id, message_id=message_id, text=text, reply_markup=buttons)
-            except TopicNotFound:
-                raise
-            except telegram.TelegramError as exc:
-                if exc.error_code != 400:
-                    raise
-                logger.warning("telegram.card_not_editable", extra={"handover_id": str(handover_id), "error": exc.message[:200]})
-            if not is_open:
-                telegram.unpin(bot, chat_id=chat_id, message_id=message_id)
-        return {"message_id": message_id, "topic_id": topic_id}
+        is_open = view.status in OPEN_HANDOVER_STATUSES
+        log = {"handover_id": str(handover_id)}
+        posted = post_card(bot, chat_id, topic_id, card.text(view), card.buttons(view), message_id, remember, log=log)
+        if posted != message_id and is_open:
+            telegram.pin(bot, chat_id=chat_id, message_id=posted)
+        elif posted == message_id and not is_open:
+            telegram.unpin(bot, chat_id=chat_id, message_id=posted)
+        return {"message_id": posted, "topic_id": topic_id}
 
-    def send_or_recreate(topic_id: int) -> dict[str, Any]:
-        try:
-            return send(topic_id)
-        except TopicNotFound:
-            with session_scope() as session:  # the old card died with its topic
-                session.execute(update(Handover).where(Handover.id == handover_id).values(telegram_message_id=None))
+    return in_topic(delivery, send)
+
+
+def post_card(
+    bot: telegram.Bot,
+    chat_id: int,
+    topic_id: int,
+    text: str,
+    buttons: dict[str, Any] | None,
+    message_id: int | None,
+    remember: Callable[[int | None], None],
+    *,
+    log: dict[str, str],
+) -> int:
+    """A card with buttons in a topic (a handover's, a booking's): sent once (`remember` keeps its message id),
+    afterwards edited in place. A card Telegram will not edit (400: unchanged, too old) stays as it is; a card
+    whose topic is gone is forgotten, so it is sent anew in the topic that replaces it."""
+    if message_id is None:
+        message_id = telegram.send_message(bot, chat_id=chat_id, thread_id=topic_id, text=text, reply_markup=buttons)
+        remember(message_id)
+        return message_id
+    try:
+        telegram.edit_message(bot, chat_id=chat_id, message_id=message_id, text=text, reply_markup=buttons)
+    except TopicNotFound:
+        remember(None)
+        raise
+    except telegram.TelegramError as exc:
+        if exc.error_code != 400:
             raise
-
-    return in_topic(delivery, send_or_recreate)
+        logger.warning("telegram.card_not_editable", extra={**log, "error": exc.message[:200]})
+    return message_id
 
 
 def _card_view(session: Session, handover: Handover) -> card.CardView:
