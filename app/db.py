@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import psycopg2
-from sqlalchemy import create_engine, event, func, select
+from sqlalchemy import Connection, create_engine, event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
@@ -175,6 +175,14 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def autocommit() -> Iterator[Connection]:
+    """A connection of the shared pool on which each statement commits by itself: a self-contained statement
+    (a claim, a status change) costs one round trip, without BEGIN and COMMIT."""
+    with engine.connect() as connection:
+        yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def now(session: Session) -> datetime:

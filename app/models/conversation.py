@@ -5,6 +5,7 @@ from enum import StrEnum
 from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Integer, UniqueConstraint, func, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from app.models.base import Base, EnumText, check_in, now_column, uuid_pk
 
@@ -47,7 +48,12 @@ class Conversation(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
 
     def bot_muted(self, now: datetime) -> bool:
-        """Whether the bot must stay silent in this conversation at `now`."""
+        """Whether the bot must stay silent in this conversation at `now` (as SQL: `muted_at`)."""
         if self.bot_status != BotStatus.MUTED:
             return False
         return self.bot_muted_until is None or self.bot_muted_until > now
+
+    @classmethod
+    def muted_at(cls, now: ColumnElement[datetime]) -> ColumnElement[bool]:
+        """bot_muted() as a condition of a query."""
+        return (cls.bot_status == BotStatus.MUTED) & (cls.bot_muted_until.is_(None) | (cls.bot_muted_until > now))

@@ -168,18 +168,20 @@ def queue_whatsapp_text(
             select(User.phone).join(Conversation, Conversation.user_id == User.id).where(Conversation.id == conversation_id)
         )
         assert phone is not None
-    message = Message(
-        client_id=client_id,
-        conversation_id=conversation_id,
-        role=role,
-        type=MessageType.TEXT,
-        content=text,
-        status=MessageStatus.PENDING,
-        turn_id=turn_id,
-        meta=meta or {},
+    message_id = uuid.uuid4()
+    session.execute(
+        insert(Message).values(
+            id=message_id,
+            client_id=client_id,
+            conversation_id=conversation_id,
+            role=role,
+            type=MessageType.TEXT,
+            content=text,
+            status=MessageStatus.PENDING,
+            turn_id=turn_id,
+            meta=meta or {},
+        )
     )
-    session.add(message)
-    session.flush()
     return add(
         session,
         client_id=client_id,
@@ -188,7 +190,7 @@ def queue_whatsapp_text(
         if telegram_message_id is None
         else ManagerText(phone=phone, parts=split_text(text), telegram_message_id=telegram_message_id),
         dedup_key=dedup_key,
-        message_id=message.id,
+        message_id=message_id,
     )
 
 
@@ -197,9 +199,10 @@ def written(session: Session) -> list[uuid.UUID]:
     return list(session.info.get("outbox_ids", []))
 
 
-def deliver(item_id: uuid.UUID) -> DeliveryOutcome:
-    """Try to deliver one item now."""
-    delivery = _claim(item_id)
+def deliver(item_id: uuid.UUID, *, client: Client | None = None, phone: str | None = None) -> DeliveryOutcome:
+    """Try to deliver one item now. `client` (detached) and the conversation's customer `phone`: when the
+    caller has them at hand (the turn that wrote the item), they are not read again."""
+    delivery = _claim(item_id, client, phone)
     if delivery is None:
         return DeliveryOutcome.SKIPPED
     handler, payload_type = _handlers.get(delivery.kind), PAYLOAD_TYPES.get(delivery.kind)
@@ -219,19 +222,21 @@ def deliver(item_id: uuid.UUID) -> DeliveryOutcome:
     except Exception as exc:  # a bug in a handler must not wedge the item in 'sending'
         logger.exception("outbox.handler_crashed", extra={"outbox_id": str(item_id), "kind": delivery.kind})
         return _failed(delivery, f"{type(exc).__name__}: {exc}", retryable=True)
-    with session_scope() as session:
-        # Also over 'uncertain': this sender's claim expired mid-send and the item was marked so, but it did go.
-        sent = session.execute(
-            update(OutboxItem)
-            .where(_still_mine(delivery), OutboxItem.status.in_((OutboxStatus.SENDING, OutboxStatus.UNCERTAIN)))
-            .values(status=OutboxStatus.SENT, sent_at=func.now(), locked_until=None, result=result, last_error=None)
-            .returning(OutboxItem.message_id)
-        ).first()
-        if sent is None:  # taken over by another sender (this one stalled past its lease), or deleted with its client
-            logger.warning("outbox.lease_lost", extra={"outbox_id": str(item_id), "kind": delivery.kind, "version": delivery.version})
-            return DeliveryOutcome.SKIPPED
-        if sent.message_id:
-            session.execute(update(Message).where(Message.id == sent.message_id).values(status=MessageStatus.SENT))
+    # Also over 'uncertain': this sender's claim expired mid-send and the item was marked so, but it did go.
+    # The item and its stored message are marked in one statement.
+    item = (
+        update(OutboxItem)
+        .where(_still_mine(delivery), OutboxItem.status.in_((OutboxStatus.SENDING, OutboxStatus.UNCERTAIN)))
+        .values(status=OutboxStatus.SENT, sent_at=func.now(), locked_until=None, result=result, last_error=None)
+        .returning(OutboxItem.message_id)
+        .cte("item")
+    )
+    message = update(Message).where(Message.id == item.c.message_id).values(status=MessageStatus.SENT).cte("message")
+    with db.autocommit() as connection:
+        sent = connection.execute(select(func.count()).select_from(item).add_cte(message)).scalar()
+    if not sent:  # taken over by another sender (this one stalled past its lease), or deleted with its client
+        logger.warning("outbox.lease_lost", extra={"outbox_id": str(item_id), "kind": delivery.kind, "version": delivery.version})
+        return DeliveryOutcome.SKIPPED
     logger.info(
         "outbox.sent", extra={"outbox_id": str(item_id), "channel": delivery.channel, "kind": delivery.kind, "attempt": delivery.attempts}
     )
@@ -314,11 +319,25 @@ def _still_mine(delivery: Delivery[Any]) -> Any:
     return (OutboxItem.id == delivery.id) & (OutboxItem.lease_version == delivery.version)
 
 
-def _claim(item_id: uuid.UUID) -> Delivery[Any] | None:
-    """Take the item if it is due (its payload still the stored JSON: deliver() reads it by kind)."""
-    with session_scope() as session:
-        now = func.now()
-        item = session.scalar(
+_CLAIMED = (
+    OutboxItem.id,
+    OutboxItem.channel,
+    OutboxItem.kind,
+    OutboxItem.payload,
+    OutboxItem.result,
+    OutboxItem.attempts,
+    OutboxItem.client_id,
+    OutboxItem.conversation_id,
+    OutboxItem.lease_version,
+)
+
+
+def _claim(item_id: uuid.UUID, client: Client | None = None, phone: str | None = None) -> Delivery[Any] | None:
+    """Take the item if it is due (its payload still the stored JSON: deliver() reads it by kind); its client
+    and customer's phone are read unless given."""
+    now = func.now()
+    with db.autocommit() as connection:
+        item = connection.execute(
             update(OutboxItem)
             .where(
                 OutboxItem.id == item_id,
@@ -331,21 +350,30 @@ def _claim(item_id: uuid.UUID) -> Delivery[Any] | None:
                 lease_owner=leases.owner(),
                 lease_version=OutboxItem.lease_version + 1,
             )
-            .returning(OutboxItem)
-        )
-        if item is None:
-            return None
-        return _delivery(session, item)
+            .returning(*_CLAIMED)
+        ).first()
+    if item is None:
+        return None
+    if client is None or client.id != item.client_id:
+        with session_scope() as session:
+            return _read_delivery(session, item)
+    return _delivery(item, client, phone)
 
 
 def _read(item_id: uuid.UUID, *, status: OutboxStatus) -> Delivery[Any] | None:
     """The item as its last sender claimed it, if it is still in `status`."""
     with session_scope() as session:
         item = session.scalar(select(OutboxItem).where(OutboxItem.id == item_id, OutboxItem.status == status))
-        return _delivery(session, item) if item is not None else None
+        return _read_delivery(session, item) if item is not None else None
 
 
-def _delivery(session: Session, item: OutboxItem) -> Delivery[Any]:
+def _delivery(item: Any, client: Client, phone: str | None) -> Delivery[Any]:
+    """A claimed item (a row or an OutboxItem) with its client and its conversation's customer's phone."""
+    fields = (item.id, item.channel, item.kind, dict(item.payload), dict(item.result or {}), item.attempts)
+    return Delivery(*fields, client, phone, item.conversation_id, item.lease_version)
+
+
+def _read_delivery(session: Session, item: Any) -> Delivery[Any]:
     client = session.get(Client, item.client_id)
     assert client is not None
     phone = None
@@ -354,18 +382,7 @@ def _delivery(session: Session, item: OutboxItem) -> Delivery[Any]:
             select(User.phone).join(Conversation, Conversation.user_id == User.id).where(Conversation.id == item.conversation_id)
         )
     session.expunge(client)
-    return Delivery(
-        item.id,
-        item.channel,
-        item.kind,
-        dict(item.payload),
-        dict(item.result or {}),
-        item.attempts,
-        client,
-        phone,
-        item.conversation_id,
-        item.lease_version,
-    )
+    return _delivery(item, client, phone)
 
 
 def _save_progress(delivery: Delivery[Any], progress: dict[str, Any]) -> None:

@@ -28,10 +28,22 @@ from sqlalchemy import Connection, Update, exists, func, select, text, tuple_, u
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app import leases, metrics
+from app import db, leases, metrics
 from app.config import settings
 from app.db import session_scope
-from app.models import Client, Conversation, HandoverReason, HandoverStatus, Message, MessageRole, MessageStatus, MessageType, User
+from app.models import (
+    OPEN_HANDOVER_STATUSES,
+    Client,
+    Conversation,
+    Handover,
+    HandoverReason,
+    HandoverStatus,
+    Message,
+    MessageRole,
+    MessageStatus,
+    MessageType,
+    User,
+)
 from app.models.turn_lease import TurnLease
 from app.schemas.client import ClientSettings
 from app.services import clients, hours, replies
@@ -114,6 +126,7 @@ class Turn:
     id: uuid.UUID
     version: int  # of the conversation's turn lease: the fencing token of the final write
     conversation_id: uuid.UUID
+    client: Client  # detached: read in the opening transaction
     client_id: uuid.UUID
     client_slug: str
     client_name: str
@@ -209,7 +222,7 @@ def process_turn(conversation_id: uuid.UUID) -> TurnOutcome:
     with leases.hold("turn", (turn.conversation_id, turn.version), _renew_leases):
         outcome, decision, outbox_ids = _run_turn(turn)
     for outbox_id in outbox_ids:  # each send under a lease of its own
-        outbox.deliver(outbox_id)
+        outbox.deliver(outbox_id, client=turn.client, phone=turn.phone)
     _count(turn, decision, outcome)
     if decision.detail == reply_policy.NO_MANAGER_CHANNEL and outcome == TurnOutcome.ANSWER:
         logger.warning("handover.no_manager_channel", extra={**turn.log, "reason": decision.reason})
@@ -261,43 +274,34 @@ def _open_turn(conversation_id: uuid.UUID) -> Turn | TurnOutcome:
         version = _take_lease(session, conversation_id, turn_id)
         if version is None:
             return TurnOutcome.LOCKED
-        # Messages still being processed belong to an owner whose lease expired (it died or stalled): theirs
-        # is taken over, they are answered with this turn.
-        orphaned = len(session.execute(unclaim(conversation_id=conversation_id).returning(Message.id)).all())
+        claimed, orphaned = _claim_messages(session, conversation_id, turn_id)
         if orphaned:
             logger.warning("turn.taken_over", extra={"conversation_id": str(conversation_id), "messages": orphaned, "version": version})
-        claimed = list(
-            session.scalars(
-                update(Message)
-                .where(Message.conversation_id == conversation_id, Message.status == MessageStatus.RECEIVED)
-                .values(status=MessageStatus.PROCESSING, turn_id=turn_id, claimed_at=text("now()"))
-                .returning(Message)
-            )
-        )
         if not claimed:
             _release_lease(session, conversation_id, version)
             return TurnOutcome.EMPTY
-        claimed.sort(key=lambda m: (m.created_at, m.id))
-        conversation, client, user, now = session.execute(
-            select(Conversation, Client, User, func.now())
-            .join(Client, Client.id == Conversation.client_id)
-            .join(User, User.id == Conversation.user_id)
-            .where(Conversation.id == conversation_id)
-        ).one()
-        handover = lifecycle.open_handover(session, conversation_id)
-        client_settings = clients.settings_of(client)
-        bookings = booking_store(session)
-        in_progress = bookings.in_progress(conversation_id, now=now) if client_settings.booking_enabled else None
-        last_reason = session.scalar(
+        last_reply = (
             select(Message.meta["reason"].astext)
             .where(Message.conversation_id == conversation_id, Message.role == MessageRole.ASSISTANT)
             .order_by(Message.created_at.desc())
             .limit(1)
+            .scalar_subquery()
         )
+        conversation, client, user, handover, last_reason, now = session.execute(
+            select(Conversation, Client, User, Handover, last_reply, func.now())
+            .join(Client, Client.id == Conversation.client_id)
+            .join(User, User.id == Conversation.user_id)
+            .outerjoin(Handover, (Handover.conversation_id == Conversation.id) & Handover.status.in_(OPEN_HANDOVER_STATUSES))
+            .where(Conversation.id == conversation_id)
+        ).one()
+        client_settings = clients.settings_of(client)
+        bookings = booking_store(session)
+        in_progress = bookings.in_progress(conversation_id, now=now) if client_settings.booking_enabled else None
         return Turn(
             id=turn_id,
             version=version,
             conversation_id=conversation_id,
+            client=client,
             client_id=client.id,
             client_slug=client.slug,
             client_name=client.name,
@@ -334,6 +338,26 @@ def _take_lease(session: Session, conversation_id: uuid.UUID, turn_id: uuid.UUID
         where=TurnLease.lease_until.is_(None) | (TurnLease.lease_until < func.now()),
     ).returning(TurnLease.version)
     return session.scalar(taken)
+
+
+def _claim_messages(session: Session, conversation_id: uuid.UUID, turn_id: uuid.UUID) -> tuple[list[Message], int]:
+    """Claim every received message of the conversation for this turn, in order, with those still being
+    processed for an owner whose lease expired (it died or stalled: this turn answers them). Also how many
+    of those there were."""
+    waiting = (
+        select(Message.id, Message.status.label("was"))
+        .where(Message.conversation_id == conversation_id, Message.status.in_((MessageStatus.RECEIVED, MessageStatus.PROCESSING)))
+        .subquery()
+    )
+    rows = session.execute(
+        update(Message)
+        .where(Message.id == waiting.c.id)
+        .values(status=MessageStatus.PROCESSING, turn_id=turn_id, claimed_at=text("now()"))
+        .returning(Message, waiting.c.was)
+        .execution_options(synchronize_session=False)
+    ).all()
+    claimed = sorted((message for message, _ in rows), key=lambda m: (m.created_at, m.id))
+    return claimed, sum(1 for _, was in rows if was == MessageStatus.PROCESSING)
 
 
 def _release_lease(session: Session, conversation_id: uuid.UUID, version: int) -> None:
@@ -549,15 +573,20 @@ def _finish(turn: Turn, decision: Decision, plan: booking.Plan = _NO_PLAN) -> tu
     with session_scope() as session:
         conversation = session.scalar(select(Conversation).where(Conversation.id == turn.conversation_id).with_for_update())
         assert conversation is not None
-        held = session.scalar(select(TurnLease.version).where(TurnLease.conversation_id == turn.conversation_id).with_for_update())
-        if held != turn.version:
+        # The lease is released with this transaction's commit, if it is still this turn's; and whether the
+        # customer wrote again, seen after the conversation's lock (a webhook that wrote meanwhile has committed).
+        released = session.execute(
+            update(TurnLease)
+            .where(TurnLease.conversation_id == turn.conversation_id, TurnLease.version == turn.version)
+            .values(lease_until=None)
+            .returning(exists().where(Message.conversation_id == turn.conversation_id, Message.status == MessageStatus.RECEIVED))
+        ).first()
+        if released is None:
             # This worker stalled past its lease and another took the turn over: it answers, this result is dropped.
+            held = session.scalar(select(TurnLease.version).where(TurnLease.conversation_id == turn.conversation_id))
             logger.warning("turn.lease_lost", extra={**turn.log, "version": turn.version, "current_version": held})
             return TurnOutcome.LOST, []
-        _release_lease(session, turn.conversation_id, turn.version)  # with this transaction's commit
-        newer = session.scalar(
-            select(exists().where(Message.conversation_id == turn.conversation_id, Message.status == MessageStatus.RECEIVED))
-        )
+        (newer,) = released
         if newer:
             session.execute(unclaim(turn_id=turn.id))
             return TurnOutcome.SUPERSEDED, []
@@ -727,13 +756,17 @@ def prefetch_turn(conversation_id: uuid.UUID) -> None:
 
     Only text turns the bot will answer: a voice note's words are not known before the turn transcribes
     it, and a muted bot or an open handover searches no knowledge."""
-    with session_scope() as session:
-        conversation, now = session.execute(select(Conversation, func.now()).where(Conversation.id == conversation_id)).one()
-        if conversation.bot_muted(now) or lifecycle.open_handover(session, conversation_id) is not None:
-            return
-        rows = session.execute(
+    open_handover = exists().where(Handover.conversation_id == conversation_id, Handover.status.in_(OPEN_HANDOVER_STATUSES))
+    with db.autocommit() as connection:
+        rows = connection.execute(
             select(Message.type, Message.content)
-            .where(Message.conversation_id == conversation_id, Message.status == MessageStatus.RECEIVED)
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(
+                Message.conversation_id == conversation_id,
+                Message.status == MessageStatus.RECEIVED,
+                ~Conversation.muted_at(func.now()),
+                ~open_handover,
+            )
             .order_by(Message.created_at, Message.id)
         ).all()
     if not rows or any(type_ != MessageType.TEXT for type_, _ in rows):
