@@ -170,7 +170,8 @@ class FakeTelegram(FakeServer):
             return self._new_topic(self._chat(chat_id), name, None).message_thread_id
 
     def delete_topic(self, chat_id: int | str, thread_id: int) -> None:
-        """Delete a topic as if a manager had (sends into it then fail with "message thread not found")."""
+        """Delete a topic as if a manager had, its messages with it, as Telegram does: sends into it then fail with
+        "message thread not found", edits of a message that was in it with "message to edit not found"."""
         with self._lock:
             self._drop_topic(self._chat(chat_id), thread_id)
 

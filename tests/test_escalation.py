@@ -254,6 +254,23 @@ def test_deleted_topic_is_recreated(api, salon, chatflow, telegram):
     wait_until(lambda: any("Алло, вы тут?" in m.text for m in telegram.messages(CHAT, new_topic)), message="forward in the new topic")
 
 
+def test_a_card_whose_topic_was_deleted_is_posted_again_in_a_new_topic(api, salon, chatflow, telegram):
+    h, topic, card_id = escalated(api, telegram, chatflow)
+    wait_until(lambda: chatflow.sent_texts(PHONE))
+    telegram.delete_topic(CHAT, topic)  # a manager deleted the topic, the card with it
+
+    press(api, card_id, topic, ANNA, f"take_{h.id}")  # Anna pressed before her app caught up with the deletion
+
+    [new_topic] = wait_until(lambda: [t.message_thread_id for t in telegram.topics(CHAT)], message="a new topic")
+    [taken] = wait_until(lambda: [m for m in telegram.messages(CHAT, new_topic) if "В работе · Анна" in visible(m.text)], message="card")
+    assert taken.callback_data() == [f"resolve_{h.id}", f"return_{h.id}"] and telegram.pinned(CHAT) == [taken.message_id]
+    assert (handover().status, conversation().bot_status) == (HandoverStatus.ACTIVE, BotStatus.MUTED)
+
+    say(api, "Спасибо, жду")  # the customer lands in the same new topic, the bot stays silent
+    wait_until(lambda: any("Спасибо, жду" in m.text for m in telegram.messages(CHAT, new_topic)), message="forward in the new topic")
+    assert [t.message_thread_id for t in telegram.topics(CHAT)] == [new_topic] and chatflow.sent_texts(PHONE) == [replies.HANDOVER_ACK]
+
+
 def test_telegram_429_is_waited_out(api, salon, chatflow, telegram):
     telegram.rate_limit(retry_after=1, method="sendMessage")
     started = time.monotonic()

@@ -485,6 +485,7 @@ def test_telegram_pins(bot: _Bot, telegram: FakeTelegram) -> None:
 
 def test_telegram_topic_lifecycle_and_deleted_threads(bot: _Bot, telegram: FakeTelegram) -> None:
     thread = bot("createForumTopic", chat_id=CHAT, name="Клиент")["result"]["message_thread_id"]
+    card = bot("sendMessage", chat_id=CHAT, message_thread_id=thread, text="Заявка", reply_markup=KEYBOARD)["result"]["message_id"]
 
     assert bot("editForumTopic", chat_id=CHAT, message_thread_id=thread, name="Клиент [закрыт]")["result"] is True
     assert bot("closeForumTopic", chat_id=CHAT, message_thread_id=thread)["result"] is True
@@ -496,6 +497,10 @@ def test_telegram_topic_lifecycle_and_deleted_threads(bot: _Bot, telegram: FakeT
     lost = bot("sendMessage", chat_id=CHAT, message_thread_id=thread, text="в удалённую тему")
     assert lost == {"ok": False, "error_code": 400, "description": "Bad Request: message thread not found"}
     assert bot("sendMessage", chat_id=CHAT, message_thread_id=987654, text="x")["description"] == "Bad Request: message thread not found"
+    # The topic's messages went with it: an edit (which names no thread) finds no message, as on the real API.
+    gone = {"ok": False, "error_code": 400, "description": "Bad Request: message to edit not found"}
+    assert bot("editMessageText", chat_id=CHAT, message_id=card, text="Заявка (взял Иван)") == gone
+    assert bot("editMessageReplyMarkup", chat_id=CHAT, message_id=card, reply_markup={"inline_keyboard": []}) == gone
 
     other = telegram.create_topic(CHAT, "Другой")
     assert bot("deleteForumTopic", chat_id=CHAT, message_thread_id=other)["result"] is True

@@ -44,6 +44,11 @@ class TopicNotFound(TelegramError):
     """The forum topic was deleted (or never existed): recreate it and go on."""
 
 
+class MessageNotFound(TelegramError):
+    """The message to edit is gone: deleted by someone, alone or with its forum topic (Telegram deletes a
+    topic's messages with it and answers an edit of one of them "message to edit not found")."""
+
+
 class BotBlocked(TelegramError):
     """The bot was kicked from the chat or lost its rights: nothing to retry until an operator fixes it."""
 
@@ -177,6 +182,8 @@ def _call_once(bot: Bot, method: str, params: dict[str, Any], files: dict[str, t
         return None  # a double press or a repeated edit: the message already shows what we want
     if "message thread not found" in lowered or "topic_deleted" in lowered or "thread not found" in lowered:
         raise TopicNotFound(f"{method}: {description}", code=code, retryable=False)
+    if "message to edit not found" in lowered:
+        raise MessageNotFound(f"{method}: {description}", code=code, retryable=False)
     if code == 429:
         retry_after = float((body.get("parameters") or {}).get("retry_after") or 1)
         raise TelegramError(f"{method}: {description}", code=code, retry_after=retry_after)

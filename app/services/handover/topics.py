@@ -184,7 +184,8 @@ def post_card(
 ) -> int:
     """A card with buttons in a topic (a handover's, a booking's): sent once (`remember` keeps its message id),
     afterwards edited in place. A card Telegram will not edit (400: unchanged, too old) stays as it is; a card
-    whose topic is gone is forgotten, so it is sent anew in the topic that replaces it."""
+    someone deleted is forgotten and sent anew: into its topic, or (the topic deleted with it, so the send
+    raises TopicNotFound) by in_topic into the topic that replaces it."""
     if message_id is None:
         message_id = telegram.send_message(bot, chat_id=chat_id, thread_id=topic_id, text=text, reply_markup=buttons)
         remember(message_id)
@@ -194,6 +195,10 @@ def post_card(
     except TopicNotFound:
         remember(None)
         raise
+    except telegram.MessageNotFound:
+        logger.warning("telegram.card_missing", extra={**log, "topic_id": topic_id})
+        remember(None)
+        return post_card(bot, chat_id, topic_id, text, buttons, None, remember, log=log)
     except telegram.TelegramError as exc:
         if exc.error_code != 400:
             raise
