@@ -121,7 +121,8 @@ def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
     handler._truffles = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for noisy in ("httpx", "httpcore", "urllib3", "openai", "elevenlabs", "dramatiq", "pika"):
+    # (the OpenAI SDK's HTTP client logs each request at INFO as "httpx2"; ai.call_ok says it with the latency)
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "urllib3", "openai", "elevenlabs", "dramatiq", "pika"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     # uvicorn's access log prints full request lines; our own events carry what matters.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
