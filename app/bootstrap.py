@@ -21,7 +21,7 @@ from contextlib import contextmanager
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-from app import queue
+from app import queue, slots
 from app.config import settings
 from app.db import session_scope
 from app.queue import QUEUE, Job, broker
@@ -29,6 +29,7 @@ from app.schemas.outbox import BookingCard, Card, Digest, ManagerMedia, ManagerT
 from app.services import clients
 from app.services.booking import card as booking_card
 from app.services.booking import manager as booking_manager
+from app.services.booking import store as booking_store
 from app.services.channels import media_store, outbox
 from app.services.conversation import inbound, scheduling, turn
 from app.services.handover import bots, manager_actions, reminders, topics
@@ -90,11 +91,13 @@ def wire() -> RedisBroker:
 
 
 def _process_turn(conversation_id: str) -> None:
-    turn.process_turn(uuid.UUID(conversation_id))
+    with slots.held():
+        turn.process_turn(uuid.UUID(conversation_id))
 
 
 def _deliver_outbox(item_id: str) -> None:
-    outbox.deliver(uuid.UUID(item_id))
+    with slots.held():
+        outbox.deliver(uuid.UUID(item_id))
 
 
 def redrive_tasks() -> list[Task]:
@@ -157,8 +160,10 @@ def worker_process() -> RedisBroker:
 
 
 def forget_process_state() -> None:
-    """Forget what this process remembers between requests: client lookups, bots' webhook secrets, returning customers."""
+    """Forget what this process remembers between requests: client lookups, services lists, bots' webhook secrets,
+    returning customers."""
     clients.clear_cache()
+    booking_store.forget_catalogs()
     bots.forget()
     health.forget()
     inbound.forget_conversations()

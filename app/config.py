@@ -4,7 +4,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.utils.errors import ConfigError
@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     # Turns answered at once per worker process: each thread mostly waits on the model or a gateway, holding
     # no PostgreSQL connection meanwhile, so threads are cheap and many (the pool above does not grow with them)
     worker_threads: int = 64
+    # Of those, how many run Python at once (app/slots.py); the others wait on the model, a gateway or for a
+    # slot. 0 = one per CPU
+    worker_cpu_slots: int = Field(default=0, ge=0)
     # How often an idle worker process asks Redis for jobs (Dramatiq backs off up to it). Turns do not wait for
     # it: each is dispatched 2 x WORKER_POLL_MS before it is due (scheduling.py); other jobs may wait that long
     worker_poll_ms: int = 100

@@ -7,7 +7,7 @@ from pathlib import Path
 APP = Path(__file__).resolve().parent.parent / "app"
 
 # The shared plumbing any part may use.
-INFRA = {"config", "db", "redis_client", "queue", "metrics", "utils", "leases"}
+INFRA = {"config", "db", "redis_client", "queue", "metrics", "utils", "leases", "slots"}
 # Which part may import which (besides itself and INFRA); a part is a top-level module or package of app/,
 # a service package (services.<name>) or a shared service module (services.clients, services.replies).
 MAY_IMPORT: dict[str, set[str]] = {

@@ -44,6 +44,7 @@ from tenacity import RetryCallState, retry, retry_if_exception_type, stop_after_
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
+from app import slots
 from app.config import settings
 from app.utils.errors import MediaRejected
 
@@ -100,7 +101,8 @@ def fetch_media(*, media: dict[str, Any]) -> MediaBlob:
         url = media.get("url")
         if not isinstance(url, str) or not url.strip():
             raise _reject("missing", None)
-        data, content_type = _download(url.strip())
+        with slots.waiting():
+            data, content_type = _download(url.strip())
     mimetype = _clean_mimetype(media.get("mimetype")) or _clean_mimetype(content_type) or "application/octet-stream"
     return MediaBlob(
         data=data,

@@ -13,6 +13,7 @@ from elevenlabs import ElevenLabs
 from elevenlabs.core.api_error import ApiError
 from tenacity import RetryCallState, retry, retry_if_exception, stop_after_attempt, wait_exponential
 
+from app import slots
 from app.config import settings
 from app.utils.errors import ExternalServiceError
 
@@ -50,7 +51,8 @@ def transcribe(*, audio: bytes, filename: str, mimetype: str | None, language: s
     extra = {"service": SERVICE, "model": settings.elevenlabs_model, "bytes": len(audio)}
     sdk = client()  # ConfigError (no key) propagates: that is not a failure of ElevenLabs
     try:
-        transcript = _convert_with_retry(sdk, audio, filename, mimetype, language)
+        with slots.waiting():
+            transcript = _convert_with_retry(sdk, audio, filename, mimetype, language)
     except (ApiError, httpx.HTTPError, ValueError, TypeError, AttributeError) as exc:
         status = getattr(exc, "status_code", None)
         logger.error(

@@ -12,6 +12,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from app import slots
 from app.config import settings
 from app.models import Client
 from app.utils import crypto
@@ -133,7 +134,8 @@ def call(bot: Bot, method: str, params: dict[str, Any], *, files: dict[str, tupl
     attempts = 2
     for attempt in range(1, attempts + 1):
         try:
-            return _call_once(bot, method, params, files)
+            with slots.waiting():
+                return _call_once(bot, method, params, files)
         except TelegramError as exc:
             last = exc
             if not exc.retryable or attempt == attempts:
@@ -142,7 +144,8 @@ def call(bot: Bot, method: str, params: dict[str, Any], *, files: dict[str, tupl
             if wait > _MAX_INLINE_RETRY_AFTER:
                 break
             logger.warning("telegram.retry", extra={"service": SERVICE, "method": method, "attempt": attempt, "wait_seconds": wait})
-            time.sleep(wait)
+            with slots.waiting():
+                time.sleep(wait)
     logger.error(
         "telegram.call_failed",
         extra={
@@ -298,7 +301,7 @@ def download_file(bot: Bot, *, file_id: str, max_bytes: int = FILE_LIMIT_BYTES) 
         raise FileTooBig("getFile: file is too big", retryable=False)
     url = f"{settings.telegram_api_url.rstrip('/')}/file/bot{bot.token}/{info['file_path']}"
     try:
-        with _session.get(url, timeout=(3.05, settings.media_read_timeout_seconds), stream=True) as response:
+        with slots.waiting(), _session.get(url, timeout=(3.05, settings.media_read_timeout_seconds), stream=True) as response:
             if response.status_code != 200:
                 raise TelegramError(
                     f"file download: HTTP {response.status_code}", code=response.status_code, retryable=response.status_code >= 500

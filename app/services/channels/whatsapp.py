@@ -9,6 +9,7 @@ from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, retry, retry_if_exception, stop_after_attempt, wait_exponential
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
+from app import slots
 from app.config import settings
 from app.models import Client
 from app.utils import crypto
@@ -103,7 +104,8 @@ def _send(endpoint: str, *, creds: ChatFlowCredentials, phone: str, params: dict
     url = base.rsplit("/", 1)[0] + "/" + endpoint if not base.endswith(endpoint) else base
     query = {"token": creds.token, "instance_id": creds.instance_id, "jid": jid_for(phone), **params}
     try:
-        return _send_with_retry(url, query)
+        with slots.waiting():
+            return _send_with_retry(url, query)
     except (_SendFailed, requests.RequestException) as exc:
         status = exc.status if isinstance(exc, _SendFailed) else None
         uncertain = isinstance(exc, _SendFailed) and exc.uncertain

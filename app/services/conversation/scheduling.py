@@ -23,7 +23,7 @@ from typing import Any
 import dramatiq
 import redis
 
-from app import leases, queue
+from app import leases, queue, slots
 from app.config import settings
 from app.redis_client import redis_client
 from app.schemas.chatflow import ChatFlowWebhook
@@ -282,7 +282,8 @@ def claim_due(conversation_id: uuid.UUID) -> float:
         wait_ms = result - _now_ms()
         if wait_ms > lead:
             return wait_ms / 1000
-        time.sleep(max(wait_ms, 0) / 1000 + 0.002)
+        with slots.waiting():
+            time.sleep(max(wait_ms, 0) / 1000 + 0.002)
     return 0.0
 
 
@@ -349,7 +350,8 @@ def _wait_for_deliveries() -> None:
     from timing out. Bounded by BUFFER_MAX_WAIT_SECONDS."""
     deadline = time.monotonic() + settings.buffer_max_wait_seconds
     while deliveries_queueing() and time.monotonic() < deadline:
-        time.sleep(0.1)
+        with slots.waiting():
+            time.sleep(0.1)
 
 
 def _lead_ms() -> int:

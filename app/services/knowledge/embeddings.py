@@ -22,6 +22,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from app import slots
 from app.config import settings
 from app.utils.errors import ConfigError, ExternalServiceError
 from app.utils.text import latin_to_cyrillic
@@ -67,7 +68,7 @@ class E5Embedder:
 
     def embed_query(self, text: str) -> list[float]:
         """Embed a search query (the model adds its "query: " prefix)."""
-        with self._lock:
+        with slots.waiting(), self._lock:  # C code without the GIL (and maybe another's turn first)
             return list(self._model.query(text).tolist())
 
     def embed_queries(self, texts: list[str]) -> list[list[float]]:
@@ -125,7 +126,8 @@ class OpenAIEmbedder:
 
     def _embed(self, texts: list[str]) -> list[list[float]]:
         try:
-            return self._embed_with_retry(texts)
+            with slots.waiting():
+                return self._embed_with_retry(texts)
         except (RetryError, openai.OpenAIError) as exc:
             cause = exc.last_attempt.exception() if isinstance(exc, RetryError) else exc
             logger.error(
