@@ -29,7 +29,6 @@ from app.schemas.outbox import BookingCard, Card, Digest, ManagerMedia, ManagerT
 from app.services import clients
 from app.services.booking import card as booking_card
 from app.services.booking import manager as booking_manager
-from app.services.booking import store as booking_store
 from app.services.channels import media_store, outbox
 from app.services.conversation import inbound, scheduling, turn
 from app.services.handover import bots, manager_actions, reminders, topics
@@ -160,10 +159,8 @@ def worker_process() -> RedisBroker:
 
 
 def forget_process_state() -> None:
-    """Forget what this process remembers between requests: client lookups, services lists, bots' webhook secrets,
-    returning customers."""
+    """Forget what this process remembers between requests: client lookups, bots' webhook secrets, returning customers."""
     clients.clear_cache()
-    booking_store.forget_catalogs()
     bots.forget()
     health.forget()
     inbound.forget_conversations()

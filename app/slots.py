@@ -36,8 +36,8 @@ def held() -> Iterator[None]:
         yield
         return
     _slots.acquire()
-    _local.holding = True
     try:
+        _local.holding = True
         yield
     finally:
         if _local.holding:
@@ -57,4 +57,4 @@ def waiting() -> Iterator[None]:
         yield
     finally:
         _slots.acquire()
-        _local.holding = True
+        _local.holding = True  # (held() releases it on the way out)

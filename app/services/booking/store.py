@@ -11,20 +11,9 @@ from sqlalchemy.orm import Session
 
 from app.models import BookingRequest, BookingStatus, Service
 from app.services.booking.catalog import Catalog, Entry
-from app.utils.cache import TtlLru
-
-# A turn reads its client's services list from here: a list changed by another process (the CLI) is seen
-# within this long, as a changed client is (services/clients.py); a change made in this process at once.
-_CATALOG_TTL_SECONDS = 30.0
-_catalogs: TtlLru[uuid.UUID, Catalog] = TtlLru(max_entries=1024, ttl_seconds=_CATALOG_TTL_SECONDS)
 
 COLLECTING_HOURS = 24  # a request left half-collected this long is dropped: the customer has moved on
 _OPEN = (BookingStatus.REQUESTED, BookingStatus.CONFIRMED)
-
-
-def forget_catalogs() -> None:
-    """Read every services list afresh (after a change, and in tests)."""
-    _catalogs.clear()
 
 
 class BookingStore(Protocol):
@@ -45,15 +34,8 @@ class SqlBookingStore:
         self.session = session
 
     def catalog(self, client_id: uuid.UUID) -> Catalog:
-        cached = _catalogs.get(client_id)
-        if cached is not None:
-            return cached
         rows = self.session.scalars(select(Service).where(Service.client_id == client_id).order_by(Service.position, Service.name))
-        catalog = Catalog.of(
-            [Entry(r.name, tuple(r.aliases or ()), r.duration_minutes, r.price, r.price_max, r.currency, r.id) for r in rows]
-        )
-        _catalogs.put(client_id, catalog)
-        return catalog
+        return Catalog.of([Entry(r.name, tuple(r.aliases or ()), r.duration_minutes, r.price, r.price_max, r.currency, r.id) for r in rows])
 
     def replace_services(self, client_id: uuid.UUID, entries: list[Entry]) -> int:
         """The client's list becomes exactly these entries (bookings keep the service's name if it goes)."""
@@ -72,7 +54,6 @@ class SqlBookingStore:
                 )
             )
         self.session.flush()
-        forget_catalogs()
         return len(entries)
 
     def in_progress(self, conversation_id: uuid.UUID, *, now: datetime, lock: bool = False) -> BookingRequest | None:

@@ -333,30 +333,34 @@ _CLAIMED = (
 
 
 def _claim(item_id: uuid.UUID, client: Client | None = None, phone: str | None = None) -> Delivery[Any] | None:
-    """Take the item if it is due (its payload still the stored JSON: deliver() reads it by kind); its client
-    and customer's phone are read unless given."""
+    """Take the item if it is due (its payload still the stored JSON: deliver() reads it by kind). Its client
+    and customer's phone are read in the claim's transaction (a failed read leaves the item unclaimed), unless
+    the caller gives them: then the claim is one statement."""
     now = func.now()
+    claim = (
+        update(OutboxItem)
+        .where(
+            OutboxItem.id == item_id,
+            or_((OutboxItem.status == OutboxStatus.PENDING) & (OutboxItem.next_attempt_at <= now), _retry_abandoned()),
+        )
+        .values(
+            status=OutboxStatus.SENDING,
+            attempts=OutboxItem.attempts + 1,
+            locked_until=now + timedelta(seconds=settings.lease_seconds),
+            lease_owner=leases.owner(),
+            lease_version=OutboxItem.lease_version + 1,
+        )
+        .returning(*_CLAIMED)
+    )
+    if client is None:
+        with session_scope() as session:
+            item = session.execute(claim).first()
+            return _read_delivery(session, item) if item is not None else None
     with db.autocommit() as connection:
-        item = connection.execute(
-            update(OutboxItem)
-            .where(
-                OutboxItem.id == item_id,
-                or_((OutboxItem.status == OutboxStatus.PENDING) & (OutboxItem.next_attempt_at <= now), _retry_abandoned()),
-            )
-            .values(
-                status=OutboxStatus.SENDING,
-                attempts=OutboxItem.attempts + 1,
-                locked_until=now + timedelta(seconds=settings.lease_seconds),
-                lease_owner=leases.owner(),
-                lease_version=OutboxItem.lease_version + 1,
-            )
-            .returning(*_CLAIMED)
-        ).first()
+        item = connection.execute(claim).first()
     if item is None:
         return None
-    if client is None or client.id != item.client_id:
-        with session_scope() as session:
-            return _read_delivery(session, item)
+    assert item.client_id == client.id, "deliver(client=) is given the item's own client"
     return _delivery(item, client, phone)
 
 

@@ -25,8 +25,9 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, Update, exists, func, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import aggregate_order_by, insert
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from app import db, leases, metrics
 from app.config import settings
@@ -251,7 +252,7 @@ def _renew_leases(connection: Connection, keys: list[Any]) -> set[Any]:
 def _run_turn(turn: Turn) -> tuple[TurnOutcome, Decision, list[uuid.UUID]]:
     try:
         counts = ((Limit.MESSAGES, len(turn.messages)), (Limit.TURNS, 1))
-        over = [limit for limit, amount in counts if not limits.take(limit, turn.scope, amount)]
+        over = limits.exceeded(counts, turn.scope)
         turn.parts = [_prepare(turn, message, transcribe=not over) for message in turn.messages]
         decision, plan = (reply_policy.flooded(over[0]), _NO_PLAN) if over else _decide(turn)
         decision = _limited(turn, decision)
@@ -287,8 +288,8 @@ def _open_turn(conversation_id: uuid.UUID) -> Turn | TurnOutcome:
             .limit(1)
             .scalar_subquery()
         )
-        conversation, client, user, handover, last_reason, now = session.execute(
-            select(Conversation, Client, User, Handover, last_reply, func.now())
+        conversation, client, user, handover, last_reason, history, now = session.execute(
+            select(Conversation, Client, User, Handover, last_reply, _history(conversation_id, turn_id), func.now())
             .join(Client, Client.id == Conversation.client_id)
             .join(User, User.id == Conversation.user_id)
             .outerjoin(Handover, (Handover.conversation_id == Conversation.id) & Handover.status.in_(OPEN_HANDOVER_STATUSES))
@@ -310,7 +311,7 @@ def _open_turn(conversation_id: uuid.UUID) -> Turn | TurnOutcome:
             phone=user.phone,
             customer_name=user.name,
             messages=claimed,
-            history=_history(session, conversation_id, turn_id),
+            history=_chat_turns(history),
             bot_muted=conversation.bot_muted(now),
             handover_status=handover.status if handover else None,
             now=now,
@@ -366,10 +367,11 @@ def _release_lease(session: Session, conversation_id: uuid.UUID, version: int) -
     )
 
 
-def _history(session: Session, conversation_id: uuid.UUID, turn_id: uuid.UUID) -> list[ChatTurn]:
-    """Recent messages before this turn; the business's side (bot or manager) is the assistant."""
-    rows = session.execute(
-        select(Message.role, Message.content)
+def _history(conversation_id: uuid.UUID, turn_id: uuid.UUID) -> ScalarSelect[Any]:
+    """Recent messages before this turn, oldest first, as a JSON array of [role, content] (read with the
+    conversation: see _chat_turns)."""
+    recent = (
+        select(Message.role, Message.content, Message.created_at)
         .where(
             Message.conversation_id == conversation_id,
             Message.role.in_((MessageRole.USER, MessageRole.ASSISTANT, MessageRole.MANAGER)),
@@ -378,8 +380,15 @@ def _history(session: Session, conversation_id: uuid.UUID, turn_id: uuid.UUID) -
         )
         .order_by(Message.created_at.desc())
         .limit(settings.history_messages)
-    ).all()
-    return [ChatTurn("user" if role == MessageRole.USER else "assistant", content) for role, content in reversed(rows)]
+        .subquery()
+    )
+    pair = func.json_build_array(recent.c.role, recent.c.content)
+    return select(func.json_agg(aggregate_order_by(pair, recent.c.created_at))).scalar_subquery()
+
+
+def _chat_turns(history: list[list[str]] | None) -> list[ChatTurn]:
+    """The history for the model: the business's side (bot or manager) is the assistant."""
+    return [ChatTurn("user" if role == MessageRole.USER else "assistant", content) for role, content in history or []]
 
 
 def _limited(turn: Turn, decision: Decision) -> Decision:

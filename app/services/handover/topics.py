@@ -13,6 +13,7 @@ from redis.lock import Lock
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app import slots
 from app.db import session_scope
 from app.models import OPEN_HANDOVER_STATUSES, Client, Conversation, Handover, Message, User
 from app.redis_client import redis_client
@@ -52,7 +53,8 @@ def queue_media(session: Session, *, client_id: uuid.UUID, conversation_id: uuid
 def ensure_topic(client: Client, conversation_id: uuid.UUID, *, stale: int | None = None) -> int:
     """The customer's forum topic, created on first use (and again if it was deleted: pass its id as stale)."""
     lock = redis_client.lock(f"lock:topic:{conversation_id}", timeout=30, blocking_timeout=15)
-    acquired = _acquire(lock)
+    with slots.waiting():  # its holder may be waiting for a slot to finish
+        acquired = _acquire(lock)
     try:
         with session_scope() as session:
             conversation = session.get(Conversation, conversation_id)

@@ -31,6 +31,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
 
+from app import slots
 from app.config import settings
 from app.utils.errors import ConfigError, ExternalServiceError
 from app.utils.logging import scrub
@@ -133,7 +134,9 @@ def _serialized() -> Iterator[None]:
     if not is_local():
         yield
         return
-    if not _local_lock.acquire(timeout=settings.qdrant_lock_timeout_seconds):
+    with slots.waiting():  # its holder may be waiting for a slot to finish
+        got = _local_lock.acquire(timeout=settings.qdrant_lock_timeout_seconds)
+    if not got:
         raise TimeoutError("embedded qdrant is busy")
     try:
         yield
@@ -161,7 +164,8 @@ def _run(operation: str, call: Callable[[QdrantClient], T], *, retry: bool = Tru
             wait=wait_exponential(multiplier=0.2, max=2),
             reraise=True,
         )
-        return retrying(lambda: call(_get_client()))
+        with slots.waiting():
+            return retrying(lambda: call(_get_client()))
     except ConfigError:
         raise
     except Exception as exc:
