@@ -442,7 +442,8 @@ class Dispatcher(dramatiq.Middleware):
     def _run_prefetch(self, conversation_id: uuid.UUID) -> None:
         try:
             assert self._prefetch is not None
-            self._prefetch(conversation_id)
+            with slots.held():  # work like a turn's: it takes its turn at the interpreter like one
+                self._prefetch(conversation_id)
         except Exception as exc:  # an optimisation only: the turn does the work itself
             logger.info("buffer.prefetch_failed", extra={"conversation_id": str(conversation_id), "error_type": type(exc).__name__})
         finally:
