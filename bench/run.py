@@ -743,7 +743,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     o = results["options"]
     shape = (o["conversations"], o["burst"], round(o["gap_s"] * 1000), o["ramp_s"], o["llm_latency_ms"]) == (500, 2, 300, 5.0, 800)
     shape = shape and not o["service_env"] and o["log_level"] == "INFO"
-    p95_s = burst["latency_ms"]["p95"] / 1000 if burst["latency_ms"]["p95"] is not None else None
+    p95_s = round(burst["latency_ms"]["p95"] / 1000, 2) if burst["latency_ms"]["p95"] is not None else None
     rows.append(
         {
             "target": f"burst latency after the last message p95 <= 6 s ({burst['conversations']} conversations)",
