@@ -32,7 +32,7 @@ from app import cli_kb
 from app.config import settings
 from app.db import now as db_now
 from app.db import session_scope
-from app.models import OPEN_HANDOVER_STATUSES, Client, Conversation, Handover, HandoverStatus, Message, MessageRole, MessageStatus, User
+from app.models import Client, Conversation, Handover, HandoverStatus, Message, MessageRole, MessageStatus, User
 from app.services import clients
 from app.services.channels import telegram
 from app.services.handover import bots
@@ -220,9 +220,7 @@ def wait_for_outcome(slug: str, phone: str, message_id: str, *, timeout: float, 
 
 def _why_silent(session: Any, asked: Message) -> str:
     conversation = session.get(Conversation, asked.conversation_id)
-    handover = session.scalar(
-        select(Handover).where(Handover.conversation_id == asked.conversation_id, Handover.status.in_(OPEN_HANDOVER_STATUSES))
-    )
+    handover = session.scalar(select(Handover).where(Handover.open_in(asked.conversation_id)))
     if handover is not None:
         who = f" ({handover.assigned_to})" if handover.status == HandoverStatus.ACTIVE and handover.assigned_to else ""
         return f"the conversation is with a manager{who}: the message went to the managers' topic"
@@ -342,7 +340,7 @@ def _as_manager(args: argparse.Namespace) -> int:
             select(Client.telegram_chat_id, Conversation.telegram_topic_id, Handover.id, Handover.telegram_message_id)
             .join(Conversation, Conversation.client_id == Client.id)
             .join(User, User.id == Conversation.user_id)
-            .outerjoin(Handover, (Handover.conversation_id == Conversation.id) & Handover.status.in_(OPEN_HANDOVER_STATUSES))
+            .outerjoin(Handover, Handover.open_in(Conversation.id))
             .where(Client.slug == args.client, User.phone == phone)
         ).first()
     if row is None or row[0] is None or row[1] is None:

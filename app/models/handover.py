@@ -5,6 +5,7 @@ from enum import StrEnum
 from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement, SQLCoreOperations
 
 from app.models.base import Base, EnumText, check_in, now_column, uuid_pk
 
@@ -99,6 +100,11 @@ class Handover(Base):
     active_urgent_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The last notice the waiting customer got (the acknowledgement, then "a manager will answer soon")
     customer_notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    @classmethod
+    def open_in(cls, conversation_id: uuid.UUID | SQLCoreOperations[uuid.UUID]) -> ColumnElement[bool]:
+        """The condition "the open handover of this conversation" (at most one: the partial unique index)."""
+        return (cls.conversation_id == conversation_id) & cls.status.in_(OPEN_HANDOVER_STATUSES)
 
 
 class HandoverEvent(Base):

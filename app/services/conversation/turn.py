@@ -34,7 +34,6 @@ from app import db, leases, metrics
 from app.config import settings
 from app.db import session_scope
 from app.models import (
-    OPEN_HANDOVER_STATUSES,
     Client,
     Conversation,
     Handover,
@@ -129,10 +128,6 @@ class Turn:
     version: int  # of the conversation's turn lease: the fencing token of the final write
     conversation_id: uuid.UUID
     client: Client  # detached: read in the opening transaction
-    client_id: uuid.UUID
-    client_slug: str
-    client_name: str
-    prompt: str
     client_settings: ClientSettings
     phone: str
     customer_name: str | None
@@ -141,7 +136,6 @@ class Turn:
     bot_muted: bool
     handover_status: HandoverStatus | None
     now: datetime  # when the turn opened (the database's clock)
-    policy: str = ""  # the client's rules for the bot
     manager_replied: bool = False  # in the open handover
     notified_at: datetime | None = None  # the waiting customer was last told something
     last_step: BotStep | None = None  # the bot's last message to the customer
@@ -151,6 +145,27 @@ class Turn:
     managers_reachable: bool = True  # the client has a Telegram group and a bot
     parts: list[TurnPart] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def client_id(self) -> uuid.UUID:
+        return self.client.id
+
+    @property
+    def client_slug(self) -> str:
+        return self.client.slug
+
+    @property
+    def client_name(self) -> str:
+        return self.client.name
+
+    @property
+    def prompt(self) -> str:
+        return self.client.prompt
+
+    @property
+    def policy(self) -> str:
+        """The client's rules for the bot."""
+        return self.client.policy
 
     @property
     def customer_text(self) -> str:
@@ -292,10 +307,6 @@ def _open_turn(conversation_id: uuid.UUID) -> Turn | TurnOutcome:
             version=version,
             conversation_id=conversation_id,
             client=client,
-            client_id=client.id,
-            client_slug=client.slug,
-            client_name=client.name,
-            prompt=client.prompt,
             client_settings=client_settings,
             phone=user.phone,
             customer_name=user.name,
@@ -304,7 +315,6 @@ def _open_turn(conversation_id: uuid.UUID) -> Turn | TurnOutcome:
             bot_muted=conversation.bot_muted(now),
             handover_status=handover.status if handover else None,
             now=now,
-            policy=client.policy,
             manager_replied=handover is not None and handover.last_manager_reply_at is not None,
             notified_at=handover.customer_notified_at if handover else None,
             last_step=BotStep(last_reason) if last_reason in set(BotStep) else None,
@@ -346,7 +356,7 @@ def _opening_read() -> Select[Any]:
         select(Conversation, Client, User, Handover, last_reply, history.scalar_subquery(), func.now())
         .join(Client, Client.id == Conversation.client_id)
         .join(User, User.id == Conversation.user_id)
-        .outerjoin(Handover, (Handover.conversation_id == Conversation.id) & Handover.status.in_(OPEN_HANDOVER_STATUSES))
+        .outerjoin(Handover, Handover.open_in(Conversation.id))
         .where(Conversation.id == conversation_id)
     )
 
@@ -798,7 +808,7 @@ def prefetch_turn(conversation_id: uuid.UUID) -> None:
 
     Only text turns the bot will answer: a voice note's words are not known before the turn transcribes
     it, and a muted bot or an open handover searches no knowledge."""
-    open_handover = exists().where(Handover.conversation_id == conversation_id, Handover.status.in_(OPEN_HANDOVER_STATUSES))
+    open_handover = exists().where(Handover.open_in(conversation_id))
     with db.autocommit() as connection:
         rows = connection.execute(
             select(Message.type, Message.content)

@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 
 from app import db
 from app.models import (
-    OPEN_HANDOVER_STATUSES,
     BotStatus,
     Conversation,
     ConversationState,
@@ -43,7 +42,7 @@ class Escalation:
 
 def open_handover(session: Session, conversation_id: uuid.UUID, *, lock: bool = False) -> Handover | None:
     """The conversation's pending or active handover, if any (at most one: a partial unique index)."""
-    query = select(Handover).where(Handover.conversation_id == conversation_id, Handover.status.in_(OPEN_HANDOVER_STATUSES))
+    query = select(Handover).where(Handover.open_in(conversation_id))
     return session.scalar(query.with_for_update() if lock else query)
 
 
@@ -171,9 +170,7 @@ def customer_wrote(session: Session, conversation_id: uuid.UUID) -> None:
     """The customer wrote while the handover is open: a taken one's clocks count from this message (a pending
     one keeps counting from when it opened: writing again makes the wait no shorter)."""
     session.execute(
-        update(Handover)
-        .where(Handover.conversation_id == conversation_id, Handover.status.in_(OPEN_HANDOVER_STATUSES))
-        .values(last_customer_message_at=func.now(), last_activity_at=func.now())
+        update(Handover).where(Handover.open_in(conversation_id)).values(last_customer_message_at=func.now(), last_activity_at=func.now())
     )
 
 
@@ -183,8 +180,7 @@ def claim_waiting_notice(session: Session, conversation_id: uuid.UUID, *, minute
     claimed = session.scalar(
         update(Handover)
         .where(
-            Handover.conversation_id == conversation_id,
-            Handover.status.in_(OPEN_HANDOVER_STATUSES),
+            Handover.open_in(conversation_id),
             Handover.last_manager_reply_at.is_(None),
             (Handover.customer_notified_at.is_(None)) | (Handover.customer_notified_at <= func.now() - timedelta(minutes=minutes)),
         )
